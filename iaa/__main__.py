@@ -1,0 +1,3 @@
+from iaa.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,240 @@
+"""The ``iaa`` command: one subcommand per pipeline stage, each a thin call into its module.
+
+Errors the user can fix (a missing file, a bad setting) are printed as one line and exit
+with status 2; anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from iaa.errors import IAAError
+
+log = logging.getLogger("iaa")
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        return [int(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
+def _json_dict(text: str) -> dict:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise argparse.ArgumentTypeError(f"not valid JSON: {err}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError("expected a JSON object")
+    return value
+
+
+# --------------------------------------------------------------------------- stages
+
+
+def cmd_prepare(a: argparse.Namespace) -> None:
+    from iaa.prepare import prepare_stage
+
+    prepare_stage(
+        a.benchmark, a.out, data_dir=a.data_dir, seed=a.seed, workers=a.threads or 1, synth_overrides=a.synth
+    )
+
+
+def cmd_pretrain(a: argparse.Namespace) -> None:
+    from iaa.config import PretrainSettings, parse_settings
+    from iaa.pretrain import pretrain_stage
+
+    pretrain_stage(a.manifest, a.out, parse_settings(PretrainSettings, a.settings), seed=a.seed)
+
+
+def cmd_extract(a: argparse.Namespace) -> None:
+    from iaa.extract import extract_stage
+
+    extract_stage(
+        a.manifest, a.backbone, a.out, benchmark=a.benchmark, image_size=a.image_size,
+        resize=a.resize or a.image_size, workers=a.workers,
+    )  # fmt: skip
+
+
+def cmd_train(a: argparse.Namespace) -> None:
+    from iaa.config import TrainSettings, parse_settings
+    from iaa.train import TrainInputs, train_stage
+
+    train_stage(
+        TrainInputs(features=a.features, manifest=a.manifest, backbone=a.backbone),
+        loss_name=a.loss,
+        method=a.method,
+        seed=a.seed,
+        settings=parse_settings(TrainSettings, a.settings),
+        model_out=a.out,
+        history_out=a.history,
+        checkpoint_dir=a.checkpoints or a.out.parent / "checkpoints",
+    )
+
+
+def cmd_export(a: argparse.Namespace) -> None:
+    from iaa.export import export_stage
+
+    export_stage(
+        a.model, a.out, benchmark=a.benchmark, features=a.features, manifest=a.manifest,
+        image_size=a.image_size, resize=a.resize or a.image_size, workers=a.workers,
+    )  # fmt: skip
+
+
+def cmd_index(a: argparse.Namespace) -> None:
+    from iaa.index import index_stage
+
+    index_stage(a.embeddings, a.out, split=a.split, kind=a.kind)
+
+
+def cmd_search(a: argparse.Namespace) -> None:
+    from iaa.index import search_stage
+
+    search_stage(a.index, a.query, a.k, a.out, split=a.split)
+
+
+def cmd_evaluate(a: argparse.Namespace) -> None:
+    from iaa.evaluate import evaluate_stage
+
+    result = evaluate_stage(
+        a.embeddings, a.out, recall_k=a.recall_k, split=a.split, nmi=not a.no_nmi,
+        index=a.index, seed=a.seed, nmi_redo=a.nmi_redo,
+    )  # fmt: skip
+    log.info("%s", json.dumps(result, sort_keys=True))
+
+
+def cmd_report(a: argparse.Namespace) -> None:
+    from iaa.report import report_stage
+
+    report_stage(
+        a.benchmark, a.metrics, a.histories, recall_k=a.recall_k, losses=a.losses,
+        table_md=a.table_md, table_csv=a.table_csv, curves_png=a.curves,
+    )  # fmt: skip
+
+
+# --------------------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="iaa", description=__doc__.splitlines()[0])
+    p.add_argument("--threads", type=int, default=None, help="torch/FAISS threads (default: all)")
+    p.add_argument("-v", "--verbose", action="store_true")
+    sub = p.add_subparsers(dest="command", required=True, metavar="STAGE")
+
+    def stage(name: str, fn: Callable[[argparse.Namespace], None], help: str) -> argparse.ArgumentParser:
+        sp = sub.add_parser(name, help=help, description=help)
+        sp.set_defaults(func=fn)
+        return sp
+
+    sp = stage("prepare", cmd_prepare, "write a benchmark's manifest (and generate synth images)")
+    sp.add_argument("benchmark")
+    sp.add_argument("--out", type=Path, required=True, help="manifest Parquet")
+    sp.add_argument("--data-dir", type=Path, required=True, help="where synth images are written")
+    sp.add_argument("--seed", type=int, default=0)
+    sp.add_argument("--synth", type=_json_dict, default=None, help="JSON overrides of the synth spec")
+
+    sp = stage("pretrain", cmd_pretrain, "softmax-pretrain the synth backbone on the pretrain classes")
+    sp.add_argument("--manifest", type=Path, required=True)
+    sp.add_argument("--out", type=Path, required=True, help="backbone checkpoint (.pt)")
+    sp.add_argument("--seed", type=int, default=0)
+    sp.add_argument("--settings", default=None, help="JSON: the config's pretrain section")
+
+    def image_args(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--image-size", type=int, default=224)
+        sp.add_argument("--resize", type=int, default=None, help="shorter side before the center crop")
+        sp.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
+
+    sp = stage("extract", cmd_extract, "pretrained-backbone features of train and evaluation images")
+    sp.add_argument("--benchmark", required=True)
+    sp.add_argument("--manifest", type=Path, required=True)
+    sp.add_argument("--backbone", type=Path, required=True)
+    sp.add_argument("--out", type=Path, required=True, help="features Parquet")
+    image_args(sp)
+
+    sp = stage("train", cmd_train, "train one model (loss x method x seed); resumes from checkpoints")
+    sp.add_argument("--loss", required=True)
+    sp.add_argument("--method", required=True, choices=["baseline", "iaa"])
+    sp.add_argument("--seed", type=int, default=0)
+    sp.add_argument("--features", type=Path, default=None, help="head mode: features Parquet")
+    sp.add_argument("--manifest", type=Path, default=None, help="finetune mode: manifest")
+    sp.add_argument("--backbone", type=Path, default=None, help="finetune mode: backbone checkpoint")
+    sp.add_argument("--out", type=Path, required=True, help="final model (.pt)")
+    sp.add_argument("--history", type=Path, required=True, help="per-epoch history CSV")
+    sp.add_argument("--checkpoints", type=Path, default=None, help="default: <out dir>/checkpoints")
+    sp.add_argument("--settings", default=None, help="JSON: the config's train section")
+
+    sp = stage("export", cmd_export, "embeddings of train and evaluation images -> Parquet")
+    sp.add_argument("--benchmark", required=True)
+    sp.add_argument("--model", type=Path, required=True)
+    sp.add_argument("--features", type=Path, default=None)
+    sp.add_argument("--manifest", type=Path, default=None)
+    sp.add_argument("--out", type=Path, required=True)
+    image_args(sp)
+
+    sp = stage("index", cmd_index, "a FAISS index of one split of an embeddings file")
+    sp.add_argument("embeddings", type=Path)
+    sp.add_argument("--split", required=True)
+    sp.add_argument("--kind", default="flat", choices=["flat", "ivf", "hnsw"])
+    sp.add_argument("--out", type=Path, required=True, help="index file (.faiss)")
+
+    sp = stage("search", cmd_search, "nearest neighbours of query embeddings in a written index")
+    sp.add_argument("index", type=Path)
+    sp.add_argument("--query", type=Path, required=True, help="embeddings Parquet")
+    sp.add_argument("--split", default=None, help="query rows of this split only")
+    sp.add_argument("--k", type=int, default=10)
+    sp.add_argument("--out", type=Path, required=True, help="neighbours Parquet")
+
+    sp = stage("evaluate", cmd_evaluate, "Recall@K, NMI, MAP@R and RP of an embeddings file -> JSON")
+    sp.add_argument("embeddings", type=Path)
+    sp.add_argument("--out", type=Path, required=True)
+    sp.add_argument("--split", default=None, help="test, test-*, or query (query vs gallery)")
+    sp.add_argument("--recall-k", type=_int_list, default=[1, 2, 4, 8])
+    sp.add_argument("--no-nmi", action="store_true")
+    sp.add_argument("--index", default="flat", choices=["flat", "ivf", "hnsw"])
+    sp.add_argument("--seed", type=int, default=0, help="k-means seed for NMI")
+    sp.add_argument("--nmi-redo", type=int, default=1, help="k-means restarts")
+
+    sp = stage("report", cmd_report, "the results table (Markdown, CSV) and training curves (PNG)")
+    sp.add_argument("--benchmark", required=True)
+    sp.add_argument("--metrics", type=Path, nargs="+", required=True)
+    sp.add_argument("--histories", type=Path, nargs="*", default=[])
+    sp.add_argument("--recall-k", type=_int_list, default=[1, 2, 4, 8])
+    sp.add_argument("--losses", type=lambda s: s.split(","), default=["contrastive", "triplet", "ms"])
+    sp.add_argument("--table-md", type=Path, required=True)
+    sp.add_argument("--table-csv", type=Path, required=True)
+    sp.add_argument("--curves", type=Path, required=True)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    logging.getLogger("faiss").setLevel(logging.WARNING)  # its loader reports each CPU probe
+    if args.threads:
+        # Read by torch and FAISS (OpenMP) when the stage imports them; stages import lazily
+        # so that light stages (report) do not pay for torch at start-up.
+        for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+            os.environ[var] = str(args.threads)
+    t0 = time.perf_counter()
+    try:
+        args.func(args)
+    except IAAError as err:
+        print(f"iaa {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"iaa {args.command}: interrupted", file=sys.stderr)
+        return 130
+    log.info("%s done in %.1fs", args.command, time.perf_counter() - t0)
+    return 0

@@ -1,0 +1,117 @@
+"""Typed settings for the stages that take hyper-parameters.
+
+The pipeline config (``config/config.yaml``) is validated, and its defaults filled in, by
+``workflow/schemas/config.schema.yaml``; each rule hands its stage the matching section
+as JSON (``--settings``). The dataclass defaults below are what a bare command-line call
+gets; ``tests/test_config.py`` checks that they agree with the schema's defaults.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from iaa.errors import IAAError
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class PretrainSettings:
+    """Softmax pretraining of the synth backbone on the ``pretrain`` classes (stands in for ImageNet)."""
+
+    epochs: int = 12
+    batch_size: int = 128
+    lr: float = 0.1
+    weight_decay: float = 5e-4
+    image_size: int = 32
+    width: int = 32  # channels of the first stage of the synth backbone
+
+
+@dataclass(frozen=True)
+class LossSettings:
+    contrastive: dict[str, float] = field(default_factory=lambda: {"pos_margin": 0.8, "neg_margin": 0.5})
+    triplet: dict[str, float] = field(default_factory=lambda: {"margin": 0.1})
+    ms: dict[str, float] = field(
+        default_factory=lambda: {"alpha": 2.0, "beta": 40.0, "base": 0.5, "epsilon": 0.1}
+    )
+
+
+@dataclass(frozen=True)
+class IAASettings:
+    """SPEC section 2; defaults are the paper's."""
+
+    copies: int = 3  # M synthetic samples per original
+    lam: float = 0.8  # λ, scaled over training by the schedule of SPEC 2.3
+    momentum: float = 0.2
+    start_epoch: int = 30  # first global estimation at start_epoch + 1
+    update_every: int = 4  # then every update_every epochs (paper text; reference code: 2)
+    correction: str = "auto"  # auto: on when the train set has > correction_min_classes
+    correction_min_classes: int = 1000
+    correction_mode: str = "neighbor"  # Table IX ablations
+    k: int = 25
+    beta: float = 0.1
+    gamma: float = 0.1
+    tau: float = 40.0
+    sigma_m: float = 1.0
+    sigma_cv: float = 1.0
+    mean: str = "dynamic"  # dynamic: around z_i (paper); fixed: around μ_y (Table XII)
+    reference_code: bool = False  # reproduce the released code (SPEC 2.5 items 1, 2, 4, 5)
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """The training protocol (SPEC 3), scaled for the benchmark by the config."""
+
+    mode: str = "finetune"  # finetune: backbone + embedding on images; head: embedding on features
+    epochs: int = 100
+    batch_size: int = 128
+    samples_per_class: int = 4
+    max_iterations_per_epoch: int = 300
+    lr: float = 1e-4
+    embedding_lr_multiplier: float = 10.0
+    weight_decay: float = 4e-4
+    lr_milestones: list[int] = field(default_factory=lambda: [40, 60])
+    lr_gamma: float = 0.2
+    embedding_dim: int = 512
+    head_hidden: int = 0  # head mode: width of a hidden layer before the embedding (0: linear)
+    image_size: int = 224
+    resize: int = 256
+    crop_scale_min: float = 0.16
+    val_split: str | None = "test"  # monitored each epoch for the curves; never used to select
+    val_every: int = 1
+    workers: int = 0
+    iaa: IAASettings = field(default_factory=IAASettings)
+    losses: LossSettings = field(default_factory=LossSettings)
+
+
+def from_dict(cls: type[T], data: dict[str, Any] | None) -> T:
+    """Build a settings dataclass from a (possibly partial) dict; unknown keys are an error."""
+    data = dict(data or {})
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise IAAError(f"unknown {cls.__name__} key(s): {', '.join(unknown)}")
+    kwargs: dict[str, Any] = {}
+    for name, value in data.items():
+        ftype = fields[name].type
+        nested = {"IAASettings": IAASettings, "LossSettings": LossSettings}.get(str(ftype))
+        kwargs[name] = from_dict(nested, value) if nested is not None else value
+    return cls(**kwargs)
+
+
+def parse_settings(cls: type[T], text: str | None) -> T:
+    """Parse the ``--settings`` JSON of a command-line call."""
+    if not text:
+        return cls()
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise IAAError(f"--settings is not valid JSON: {err}") from None
+    return from_dict(cls, data)
+
+
+def to_dict(settings: Any) -> dict[str, Any]:
+    return dataclasses.asdict(settings)

@@ -1,0 +1,1 @@
+"""Datasets: the built-in procedural benchmark and readers for the real ones."""

@@ -1,0 +1,139 @@
+"""What a model is fed: images from a manifest, or backbone features from a Parquet file.
+
+Both sources expose the same two loaders, so training, global estimation and export run
+one code path whatever the training mode:
+- ``train_batches(sampler)``: (inputs, row indices) for each index batch the sampler yields,
+  with training transforms;
+- ``eval_batches(batch_size)``: (inputs, row indices) over all rows in order, eval transforms.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+from torchvision.transforms import v2
+from tqdm import tqdm
+
+from iaa.data.augment import center_crop, random_resized_crop_flip
+from iaa.data.images import ImageDataset, check_images_exist, eval_transform, load_rgb, train_transform
+from iaa.io import EmbeddingTable, Manifest
+
+
+class FeatureSource:
+    """Rows of a features table (head mode): no transforms, everything in memory."""
+
+    def __init__(self, table: EmbeddingTable) -> None:
+        self.table = table
+        self.inputs = torch.from_numpy(np.ascontiguousarray(table.embeddings))
+        self.labels = table.labels
+        self.splits = table.splits
+        self.paths = table.paths
+
+    @property
+    def input_dim(self) -> int:
+        return int(self.inputs.shape[1])
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def train_batches(self, sampler: Iterable[torch.Tensor]) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for idx in sampler:
+            yield self.inputs[idx], idx
+
+    def eval_batches(self, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for start in range(0, len(self), batch_size):
+            idx = torch.arange(start, min(start + batch_size, len(self)))
+            yield self.inputs[idx], idx
+
+
+@dataclass
+class ImageOptions:
+    image_size: int
+    resize: int
+    crop_scale_min: float = 0.16
+    workers: int = 0
+    # Decode every image once into memory (resized to resize x resize) and augment whole
+    # batches with tensor ops; "auto" does so when that takes under PRELOAD_LIMIT bytes.
+    preload: bool | str = "auto"
+
+
+PRELOAD_LIMIT = 1 << 30
+
+
+class ImageSource:
+    """Images of some manifest rows (finetune mode, extraction)."""
+
+    def __init__(self, manifest: Manifest, splits: tuple[str, ...], options: ImageOptions) -> None:
+        frame = manifest.split(*splits)
+        self.labels = frame["label"].to_numpy(np.int64)
+        self.splits = frame["split"].to_numpy(object)
+        self.paths = frame["path"].to_numpy(object)
+        self.files = manifest.absolute_paths(frame)
+        check_images_exist(self.files)
+        self.options = options
+        preload = options.preload
+        if preload == "auto":
+            preload = len(self.files) * 3 * options.resize**2 <= PRELOAD_LIMIT
+        self.images = _decode_all(self.files, options.resize) if preload else None
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def _loader(self, dataset: ImageDataset, **kwargs: object) -> DataLoader:
+        workers = self.options.workers
+        return DataLoader(
+            dataset,
+            num_workers=workers,
+            pin_memory=torch.cuda.is_available(),
+            persistent_workers=False,
+            **kwargs,  # type: ignore[arg-type]
+        )
+
+    def train_batches(self, sampler: Iterable[torch.Tensor]) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        o = self.options
+        if self.images is not None:
+            for idx in sampler:
+                yield random_resized_crop_flip(self.images[idx], o.image_size, (o.crop_scale_min, 1.0)), idx
+            return
+        dataset = ImageDataset(self.files, train_transform(o.image_size, o.crop_scale_min))
+        batches = [b.tolist() for b in sampler]
+        for x, idx in self._loader(dataset, batch_sampler=batches):
+            yield x, idx
+
+    def eval_batches(self, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        o = self.options
+        if self.images is not None:
+            for start in range(0, len(self), batch_size):
+                idx = torch.arange(start, min(start + batch_size, len(self)))
+                yield center_crop(self.images[idx], o.image_size), idx
+            return
+        dataset = ImageDataset(self.files, eval_transform(o.image_size, o.resize))
+        yield from self._loader(dataset, batch_size=batch_size, shuffle=False)
+
+
+def _decode_all(files: list[Path], resize: int) -> torch.Tensor:
+    """All images as one uint8 tensor (N, 3, resize, resize): shorter side resized, center crop."""
+    prepare = v2.Compose([v2.ToImage(), v2.Resize(resize, antialias=True), v2.CenterCrop(resize)])
+    out = torch.empty(len(files), 3, resize, resize, dtype=torch.uint8)
+    for i, path in enumerate(tqdm(files, desc="decode", leave=False, mininterval=5)):
+        out[i] = prepare(load_rgb(path))
+    return out
+
+
+@torch.no_grad()
+def embed_all(
+    model: torch.nn.Module, source: FeatureSource | ImageSource, batch_size: int, device: torch.device
+) -> torch.Tensor:
+    """Raw model outputs for every row of ``source``, in row order (eval mode, no grad)."""
+    was_training = model.training
+    model.eval()
+    chunks = [
+        model(x.to(device, non_blocking=True)).float().cpu() for x, _ in source.eval_batches(batch_size)
+    ]
+    model.train(was_training)
+    return torch.cat(chunks) if chunks else torch.empty(0)

@@ -1,0 +1,76 @@
+"""The model that is trained: an optional backbone (trunk) followed by the embedding head.
+
+``finetune`` mode trains trunk and head on images (the paper's protocol); ``head`` mode
+has no trunk and trains the head on backbone features extracted once (fast on CPU).
+The model returns RAW embeddings: IAA's statistics and synthesis work on them, and the
+losses and retrieval L2-normalise them.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import torch
+from torch import nn
+
+from iaa.errors import IAAError
+from iaa.io import atomic_path, require_file
+from iaa.models.backbone import build_backbone
+
+
+class EmbeddingModel(nn.Module):
+    def __init__(
+        self,
+        embedding_dim: int,
+        in_dim: int | None = None,
+        backbone: str | None = None,
+        backbone_kwargs: dict[str, Any] | None = None,
+        head_hidden: int = 0,
+    ) -> None:
+        super().__init__()
+        self.config = {
+            "embedding_dim": embedding_dim,
+            "in_dim": in_dim,
+            "backbone": backbone,
+            "backbone_kwargs": dict(backbone_kwargs or {}),
+            "head_hidden": head_hidden,
+        }
+        self.trunk: nn.Module | None = None
+        if backbone is not None:
+            self.trunk = build_backbone(backbone, **(backbone_kwargs or {}))
+            in_dim = int(self.trunk.feature_dim)
+        if in_dim is None:
+            raise ValueError("in_dim is required without a backbone")
+        if head_hidden > 0:
+            self.head: nn.Module = nn.Sequential(
+                nn.Linear(in_dim, head_hidden), nn.ReLU(inplace=True), nn.Linear(head_hidden, embedding_dim)
+            )
+        else:
+            self.head = nn.Linear(in_dim, embedding_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.trunk is not None:
+            x = self.trunk(x)
+        return self.head(x)
+
+
+def save_model(
+    path: str | os.PathLike[str], model: EmbeddingModel, extra: dict[str, Any] | None = None
+) -> None:
+    payload = {"config": model.config, "state_dict": model.state_dict(), **(extra or {})}
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+
+
+def load_model(path: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> EmbeddingModel:
+    p = require_file(path, "model checkpoint")
+    try:
+        payload = torch.load(p, map_location=map_location, weights_only=False)
+    except Exception as err:  # corrupt or foreign file: say which
+        raise IAAError(f"cannot read model checkpoint {p}: {err}") from None
+    if "config" not in payload or "state_dict" not in payload:
+        raise IAAError(f"{p} is not an iaa model checkpoint (no config/state_dict)")
+    model = EmbeddingModel(**payload["config"])
+    model.load_state_dict(payload["state_dict"])
+    return model

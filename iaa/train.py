@@ -1,0 +1,358 @@
+"""Stage ``train``: one metric-learning run (loss x method x seed), resumable.
+
+The loop reads top to bottom like the paper's Algorithm 1:
+
+    for each epoch:
+        if IAA and a global estimation is due: embed the whole train set, merge the class
+            statistics (SPEC 2.1), apply the neighbor correction (SPEC 2.2)
+        for each balanced batch:
+            z = model(x)                                  raw embeddings
+            if IAA is active: ẑ = z + sqrt(λ) σ_y ⊙ ε     M copies each (SPEC 2.3)
+            loss(anchors = originals, candidates = originals + copies)   (SPEC 2.4)
+        checkpoint (model, optimiser, scheduler, statistics, every RNG state)
+
+A run killed at any point restarts from its last checkpoint and, because every random
+number generator is restored with it, reaches the same result as an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from iaa.config import TrainSettings, to_dict
+from iaa.data.images import contiguous_labels
+from iaa.data.sampler import BalancedBatchSampler
+from iaa.data.sources import FeatureSource, ImageOptions, ImageSource, embed_all
+from iaa.errors import IAAError, TrainingDivergedError
+from iaa.io import atomic_path, read_embeddings, read_manifest
+from iaa.losses import build_loss
+from iaa.method import ClassStatistics, lambda_schedule, neighbor_correction, synthesize
+from iaa.metrics import recall_at_k
+from iaa.models.backbone import freeze_batchnorm, load_backbone
+from iaa.models.embedder import EmbeddingModel, save_model
+from iaa.seeding import seed_everything
+
+log = logging.getLogger(__name__)
+
+METHODS = ("baseline", "iaa")
+HISTORY_FIELDS = (
+    "epoch",
+    "loss",
+    "lr",
+    "lambda",
+    "iaa_active",
+    "estimated",
+    "mean_std",
+    "val_recall@1",
+    "seconds",
+)
+KEEP_CHECKPOINTS = 2
+
+
+@dataclass
+class TrainInputs:
+    """Where a run's data come from: features (head mode) or manifest + backbone (finetune)."""
+
+    features: Path | None = None
+    manifest: Path | None = None
+    backbone: Path | None = None
+
+
+@dataclass
+class RunState:
+    """Everything a checkpoint restores besides model/optimiser/scheduler."""
+
+    epoch: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+    std: torch.Tensor | None = None  # per-class σ used for synthesis, once estimated
+
+
+def is_estimation_epoch(epoch: int, start_epoch: int, update_every: int) -> bool:
+    """Global estimation runs at start_epoch + 1, then every ``update_every`` epochs (SPEC 2.1)."""
+    return epoch > start_epoch and (epoch - start_epoch - 1) % update_every == 0
+
+
+def use_correction(settings: TrainSettings, num_classes: int) -> bool:
+    mode = settings.iaa.correction
+    if mode == "auto":
+        return num_classes > settings.iaa.correction_min_classes
+    return mode == "on"
+
+
+# --------------------------------------------------------------------------- setup
+
+
+def _sources(
+    inputs: TrainInputs, settings: TrainSettings
+) -> tuple[FeatureSource | ImageSource, FeatureSource | ImageSource | None, EmbeddingModel]:
+    val_split = settings.val_split
+    if settings.mode == "head":
+        if inputs.features is None:
+            raise IAAError("train in head mode needs --features")
+        table = read_embeddings(inputs.features)
+        train = FeatureSource(table.split("train"))
+        if len(train) == 0:
+            raise IAAError(f"{inputs.features} has no train rows")
+        val = FeatureSource(table.split(val_split)) if val_split else None
+        model = EmbeddingModel(
+            settings.embedding_dim, in_dim=train.input_dim, head_hidden=settings.head_hidden
+        )
+        return train, val, model
+    if settings.mode != "finetune":
+        raise IAAError(f"unknown train mode {settings.mode!r} (head or finetune)")
+    if inputs.manifest is None or inputs.backbone is None:
+        raise IAAError("train in finetune mode needs --manifest and --backbone")
+    manifest = read_manifest(inputs.manifest)
+    opts = ImageOptions(settings.image_size, settings.resize, settings.crop_scale_min, settings.workers)
+    train_src = ImageSource(manifest, ("train",), opts)
+    val_src = ImageSource(manifest, (val_split,), opts) if val_split else None
+    backbone, name, kwargs = load_backbone(str(inputs.backbone))
+    model = EmbeddingModel(
+        settings.embedding_dim, backbone=name, backbone_kwargs=kwargs, head_hidden=settings.head_hidden
+    )
+    assert model.trunk is not None
+    model.trunk.load_state_dict(backbone.state_dict())
+    return train_src, val_src, model
+
+
+def _optimizer(model: EmbeddingModel, settings: TrainSettings) -> torch.optim.Optimizer:
+    groups = [{"params": model.head.parameters(), "lr": settings.lr * settings.embedding_lr_multiplier}]
+    if model.trunk is not None:
+        groups.append({"params": model.trunk.parameters(), "lr": settings.lr})
+    return torch.optim.Adam(groups, lr=settings.lr, weight_decay=settings.weight_decay)
+
+
+def _val_recall_at_1(
+    model: EmbeddingModel, val: FeatureSource | ImageSource | None, device: torch.device
+) -> float:
+    if val is None or len(val) < 2:
+        return float("nan")
+    emb = F.normalize(embed_all(model, val, 512, device), dim=1).numpy()
+    return recall_at_k(emb, val.labels, emb, val.labels, [1], exclude_self=True).recall[1]
+
+
+# --------------------------------------------------------------------------- checkpoints
+
+
+def _checkpoint_path(ckpt_dir: Path, epoch: int) -> Path:
+    return ckpt_dir / f"epoch_{epoch:03d}.pt"
+
+
+def _save_checkpoint(ckpt_dir: Path, model, optimizer, scheduler, stats, state: RunState, rngs: dict) -> None:
+    payload = {
+        "epoch": state.epoch,
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "stats": stats.state_dict(),
+        "std": state.std,
+        "history": state.history,
+        "rng": {name: g.get_state() for name, g in rngs.items()},
+        "torch_rng": torch.get_rng_state(),
+    }
+    with atomic_path(_checkpoint_path(ckpt_dir, state.epoch)) as tmp:
+        torch.save(payload, tmp)
+    for old in sorted(ckpt_dir.glob("epoch_*.pt"))[:-KEEP_CHECKPOINTS]:
+        old.unlink(missing_ok=True)
+
+
+def _resume(ckpt_dir: Path, model, optimizer, scheduler, stats, rngs: dict) -> RunState:
+    """Load the newest readable checkpoint; a corrupt newest one falls back to the one before."""
+    for path in sorted(ckpt_dir.glob("epoch_*.pt"), reverse=True):
+        try:
+            payload = torch.load(path, map_location="cpu", weights_only=False)
+        except Exception as err:  # a checkpoint cut short by a crash outside atomic_path
+            log.warning("skipping unreadable checkpoint %s: %s", path, err)
+            continue
+        model.load_state_dict(payload["model"])
+        optimizer.load_state_dict(payload["optimizer"])
+        scheduler.load_state_dict(payload["scheduler"])
+        stats.load_state_dict(payload["stats"])
+        for name, g in rngs.items():
+            g.set_state(payload["rng"][name])
+        torch.set_rng_state(payload["torch_rng"])
+        log.info("resumed from %s (epoch %d)", path, payload["epoch"])
+        return RunState(epoch=payload["epoch"], history=payload["history"], std=payload["std"])
+    return RunState()
+
+
+# --------------------------------------------------------------------------- the run
+
+
+def train_stage(
+    inputs: TrainInputs,
+    *,
+    loss_name: str,
+    method: str,
+    seed: int,
+    settings: TrainSettings,
+    model_out: Path,
+    history_out: Path,
+    checkpoint_dir: Path,
+) -> list[dict[str, Any]]:
+    """Train one run; write the final model and the per-epoch history CSV."""
+    if method not in METHODS:
+        raise IAAError(f"unknown method {method!r}; known: {', '.join(METHODS)}")
+    seed_everything(seed)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    train_src, val_src, model = _sources(inputs, settings)
+    labels_np, class_ids = contiguous_labels(train_src.labels)
+    labels = torch.from_numpy(labels_np)
+    num_classes = len(class_ids)
+    try:
+        loss_fn = build_loss(loss_name, **getattr(settings.losses, loss_name, {}))
+    except ValueError as err:
+        raise IAAError(str(err)) from None
+    model.to(device)
+    optimizer = _optimizer(model, settings)
+    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, settings.lr_milestones, settings.lr_gamma)
+    stats = ClassStatistics(num_classes, settings.embedding_dim, momentum=settings.iaa.momentum).to(device)
+    iterations = max(1, min(len(train_src) // settings.batch_size, settings.max_iterations_per_epoch))
+    try:
+        sampler = BalancedBatchSampler(
+            labels_np, settings.batch_size, settings.samples_per_class, iterations, seed
+        )
+    except ValueError as err:
+        raise IAAError(f"train split: {err}") from None
+    noise = torch.Generator(device=device).manual_seed(seed + 1)
+    rngs = {"sampler": sampler.generator, "noise": noise}
+    checkpoint_dir.mkdir(parents=True, exist_ok=True)
+    state = _resume(checkpoint_dir, model, optimizer, scheduler, stats, rngs)
+    correction = use_correction(settings, num_classes)
+    ia = settings.iaa
+    log.info(
+        "run %s/%s seed %d: %d train images, %d classes, %d iterations/epoch, correction %s, from epoch %d",
+        loss_name, method, seed, len(train_src), num_classes, iterations, correction, state.epoch + 1,
+    )  # fmt: skip
+
+    for epoch in range(state.epoch + 1, settings.epochs + 1):
+        t0 = time.perf_counter()
+        estimated = method == "iaa" and is_estimation_epoch(epoch, ia.start_epoch, ia.update_every)
+        if estimated:
+            state.std = _global_estimation(model, train_src, labels, stats, settings, correction, device)
+        iaa_active = method == "iaa" and state.std is not None and ia.copies > 0
+        lam = lambda_schedule(ia.lam, epoch, settings.epochs)
+        model.train()
+        if model.trunk is not None:
+            freeze_batchnorm(model.trunk)
+        total, count = 0.0, 0
+        batches = train_src.train_batches(sampler)
+        for it, (x, idx) in enumerate(
+            tqdm(batches, total=iterations, desc=f"epoch {epoch}", leave=False, mininterval=5)
+        ):
+            x, y = x.to(device, non_blocking=True), labels[idx].to(device)
+            z = model(x)
+            anchors = F.normalize(z, dim=1)
+            if iaa_active:
+                assert state.std is not None
+                synth = synthesize(
+                    z, y, state.std, lam=lam, copies=ia.copies, generator=noise,
+                    class_mean=stats.mean if ia.mean == "fixed" else None,
+                    reference_code=ia.reference_code,
+                )  # fmt: skip
+                candidates = torch.cat([anchors, F.normalize(synth.embeddings, dim=1)])
+                cand_labels = torch.cat([y, synth.labels])
+                source = torch.cat([torch.arange(len(y), device=device), synth.source])
+            else:
+                candidates, cand_labels, source = anchors, y, torch.arange(len(y), device=device)
+            loss = loss_fn(anchors, y, candidates, cand_labels, source)
+            if not torch.isfinite(loss):
+                last = state.epoch
+                raise TrainingDivergedError(
+                    f"loss is {float(loss)} at epoch {epoch}, iteration {it + 1}; "
+                    f"the last good checkpoint (epoch {last}) is kept in {checkpoint_dir}"
+                )
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            total += float(loss.detach())
+            count += 1
+        scheduler.step()
+        val_r1 = _val_recall_at_1(model, val_src, device) if epoch % settings.val_every == 0 else float("nan")
+        row = {
+            "epoch": epoch,
+            "loss": total / max(count, 1),
+            "lr": optimizer.param_groups[0]["lr"],
+            "lambda": lam if iaa_active else 0.0,
+            "iaa_active": int(iaa_active),
+            "estimated": int(estimated),
+            "mean_std": float(state.std.mean()) if state.std is not None else float("nan"),
+            "val_recall@1": val_r1,
+            "seconds": time.perf_counter() - t0,
+        }
+        state.history.append(row)
+        state.epoch = epoch
+        log.info(
+            "epoch %d/%d loss %.4f val R@1 %.4f%s (%.1fs)",
+            epoch, settings.epochs, row["loss"], val_r1, " [IAA]" if iaa_active else "", row["seconds"],
+        )  # fmt: skip
+        _save_checkpoint(checkpoint_dir, model, optimizer, scheduler, stats, state, rngs)
+
+    model.cpu()
+    save_model(
+        model_out,
+        model,
+        extra={
+            "class_ids": class_ids,
+            "loss": loss_name,
+            "method": method,
+            "seed": seed,
+            "settings": to_dict(settings),
+            "stats": {k: v.cpu() for k, v in stats.state_dict().items()},
+        },
+    )
+    write_history(history_out, state.history)
+    return state.history
+
+
+def _global_estimation(
+    model: EmbeddingModel,
+    train_src: FeatureSource | ImageSource,
+    labels: torch.Tensor,
+    stats: ClassStatistics,
+    settings: TrainSettings,
+    correction: bool,
+    device: torch.device,
+) -> torch.Tensor:
+    """Embed the whole train set, merge it into the statistics, return the σ used for synthesis."""
+    ia = settings.iaa
+    raw = embed_all(model, train_src, 512, device).to(device)
+    # n_k of SPEC 2.2 is the class's image count in this pass (the whole train set), not the
+    # running count, which grows with every estimation.
+    counts = stats.update(raw, labels.to(device))
+    var = stats.var
+    if correction:
+        mean = stats.mean
+        if ia.reference_code:  # SPEC 2.5 item 5: single-image classes keep mean 0
+            mean = torch.where((counts <= 1)[:, None], torch.zeros_like(mean), mean)
+        result = neighbor_correction(
+            mean, var, counts, k=ia.k, beta=ia.beta, gamma=ia.gamma, tau=ia.tau,
+            sigma_m=ia.sigma_m, sigma_cv=ia.sigma_cv, mode=ia.correction_mode,
+            reference_code=ia.reference_code,
+        )  # fmt: skip
+        # SPEC 2.5 item 1: the released code computes the correction but samples with raw σ.
+        if not ia.reference_code:
+            var = result.var_corrected
+    std = var.clamp_min(0).sqrt().float()
+    log.info("global estimation: %d classes, mean σ %.4f", int((stats.count > 0).sum()), float(std.mean()))
+    return std
+
+
+def write_history(path: Path, history: list[dict[str, Any]]) -> None:
+    with atomic_path(path) as tmp, tmp.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=HISTORY_FIELDS)
+        writer.writeheader()
+        for row in history:
+            writer.writerow(
+                {k: (f"{v:.6g}" if isinstance(v, float) and math.isfinite(v) else v) for k, v in row.items()}
+            )

@@ -1,0 +1,84 @@
+# Config validation and the helpers every rule file uses.
+import copy
+import json
+
+from snakemake.utils import validate
+
+from iaa.benchmarks import get_benchmark
+from iaa.runs import PRETRAINED, run_name
+
+SCHEMA = workflow.source_path("../schemas/config.schema.yaml")
+
+# Keep the user's config before defaults are filled in: per-benchmark overrides are merged
+# over it and the merged config is validated (and defaulted) on its own.
+_RAW_CONFIG = copy.deepcopy(config)
+validate(config, SCHEMA)
+RESULTS = config["results_dir"]
+
+
+def _deep_merge(base, update):
+    out = copy.deepcopy(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+_BENCH_CONFIG = {}
+
+
+def bench_config(bench):
+    """The config for one benchmark: overrides merged in, validated, defaults filled."""
+    if bench not in _BENCH_CONFIG:
+        merged = _deep_merge(_RAW_CONFIG, _RAW_CONFIG.get("benchmark_overrides", {}).get(bench, {}))
+        validate(merged, SCHEMA)
+        _BENCH_CONFIG[bench] = merged
+    return _BENCH_CONFIG[bench]
+
+
+for _bench in config["benchmarks"]:
+    get_benchmark(_bench)
+    bench_config(_bench)
+
+
+def settings_json(section):
+    """The JSON handed to a stage as --settings; a change of it makes Snakemake rerun the job."""
+    return lambda wildcards: json.dumps(bench_config(wildcards.bench)[section], sort_keys=True)
+
+
+def training_runs():
+    return [
+        run_name(loss, method, seed)
+        for loss in config["losses"]
+        for method in config["methods"]
+        for seed in config["seeds"]
+    ]
+
+
+def out(bench, *parts):
+    return "/".join((RESULTS, bench) + parts)
+
+
+def all_targets():
+    targets = []
+    for bench in config["benchmarks"]:
+        b = get_benchmark(bench)
+        targets += [
+            out(bench, "tables", "table3.md"),
+            out(bench, "tables", "table3.csv"),
+            out(bench, "tables", "training_curves.png"),
+        ]
+        for run in [PRETRAINED] + training_runs():
+            targets += [out(bench, "index", run, f"{split}.faiss") for split in b.index_splits]
+    return targets
+
+
+wildcard_constraints:
+    bench=r"[a-z0-9][a-z0-9-]*",
+    run=r"pretrained|[a-z]+-(baseline|iaa)-seed\d+",
+    loss=r"[a-z]+",
+    method=r"baseline|iaa",
+    seed=r"\d+",
+    split=r"[a-z]+(-[a-z]+)?",

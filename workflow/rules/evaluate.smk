@@ -1,0 +1,18 @@
+rule evaluate:
+    input:
+        embeddings=embeddings_of,
+    output:
+        metrics=out("{bench}", "metrics", "{split}", "{run}.json"),
+    log:
+        out("{bench}", "logs", "evaluate", "{run}.{split}.log"),
+    params:
+        recall_k=lambda w: ",".join(map(str, get_benchmark(w.bench).recall_k)),
+        nmi=lambda w: "" if bench_config(w.bench)["evaluate"]["nmi"] else "--no-nmi",
+        nmi_redo=lambda w: bench_config(w.bench)["evaluate"]["nmi_redo"],
+    threads: config["threads"]["evaluate"]
+    resources:
+        mem_mb=2000,
+    shell:
+        "iaa --threads {threads} evaluate {input.embeddings} --split {wildcards.split}"
+        " --recall-k {params.recall_k} {params.nmi} --nmi-redo {params.nmi_redo}"
+        " --out {output.metrics} 2> {log}"

@@ -1,0 +1,33 @@
+def train_inputs(wildcards):
+    """Head mode trains on extracted features; finetune mode on images from the backbone."""
+    if bench_config(wildcards.bench)["train"]["mode"] == "head":
+        return {"features": out(wildcards.bench, "features", "pretrained.parquet")}
+    return {
+        "manifest": out(wildcards.bench, "manifest.parquet"),
+        "backbone": out(wildcards.bench, "models", "pretrained_backbone.pt"),
+    }
+
+
+def train_input_args(wildcards, input):
+    return " ".join(f"--{name} {path}" for name, path in input.items())
+
+
+rule train:
+    input:
+        unpack(train_inputs),
+    output:
+        model=out("{bench}", "runs", "{loss}-{method}-seed{seed}", "model.pt"),
+        history=out("{bench}", "runs", "{loss}-{method}-seed{seed}", "history.csv"),
+    log:
+        out("{bench}", "logs", "train", "{loss}-{method}-seed{seed}.log"),
+    params:
+        inputs=train_input_args,
+        settings=settings_json("train"),
+        checkpoints=lambda w: out(w.bench, "runs", f"{w.loss}-{w.method}-seed{w.seed}", "checkpoints"),
+    threads: config["threads"]["train"]
+    resources:
+        mem_mb=4000,
+    shell:
+        "iaa --threads {threads} train --loss {wildcards.loss} --method {wildcards.method}"
+        " --seed {wildcards.seed} {params.inputs} --out {output.model} --history {output.history}"
+        " --checkpoints {params.checkpoints} --settings {params.settings:q} 2> {log}"
