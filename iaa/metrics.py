@@ -236,26 +236,30 @@ def _positive_lists(p: _Problem, width: int) -> tuple[np.ndarray, np.ndarray]:
     return pos_scores, pos_ids
 
 
-def _sample_lower_bound(p: _Problem, first_scores: np.ndarray) -> np.ndarray:
-    """Per query, a lower bound on the number of negatives ranked before its first positive.
+def _sample_lower_bound(p: _Problem, pos_scores: np.ndarray) -> np.ndarray:
+    """Lower bounds on the counts c[q, m] (negatives ranked before positive m), shape (Q, W).
 
-    Counts negatives among a fixed sample of the gallery that beat the first positive by a
-    margin far above rounding. It lets the blocked pass skip, from the start, the positives
-    of queries that are ranked too far down to matter (typical of untrained embeddings).
+    Counts the negatives among a fixed sample of the gallery that beat positive m by a margin
+    far above rounding. This lets the blocked pass skip, from the start, positives ranked too
+    far down to matter, typical of untrained embeddings.
     """
     nq, ng = p.query.shape[0], p.gallery.shape[0]
+    width = pos_scores.shape[1]
+    direct = min(width, 64)  # bounds for later positives reuse the 64th: c is nondecreasing
     margin = max(_SAMPLE_MARGIN, 2 * _tolerance(p.query.shape[1]))
     sample = np.unique(np.linspace(0, ng - 1, num=min(ng, _SAMPLE_SIZE)).round().astype(np.int64))
     g_sample = p.gallery[sample]
     g_class = p.gallery_class[sample]
-    bound = np.zeros(nq, dtype=np.int64)
-    step = max(1, _PAIR_BUDGET // max(1, sample.size))
+    bound = np.zeros((nq, width), dtype=np.int64)
+    step = max(1, _PAIR_BUDGET // (sample.size * direct))
     for s0 in range(0, nq, step):
         s1 = min(nq, s0 + step)
-        scores = p.query[s0:s1] @ g_sample.T
-        beats = scores > (first_scores[s0:s1].astype(np.float64) + margin)[:, None]
-        beats &= g_class[None, :] != p.query_class[s0:s1, None]  # negatives only (self too)
-        bound[s0:s1] = beats.sum(axis=1)
+        scores = (p.query[s0:s1] @ g_sample.T).astype(np.float64)
+        scores[g_class[None, :] == p.query_class[s0:s1, None]] = -np.inf  # positives, self
+        thresholds = pos_scores[s0:s1, :direct].astype(np.float64) + margin
+        bound[s0:s1, :direct] = (scores[:, None, :] > thresholds[:, :, None]).sum(axis=2)
+    if direct < width:
+        bound[:, direct:] = bound[:, direct - 1 : direct]
     return bound
 
 
@@ -270,7 +274,7 @@ class _NegativeCounter:
         *,
         recall_cap: int | None,
         need_map: bool,
-        lower_bound: np.ndarray,
+        lower_bound: np.ndarray,  # (Q, W): lower bounds on the counts
     ) -> None:
         self.p = p
         self.pos_scores = pos_scores
@@ -291,7 +295,7 @@ class _NegativeCounter:
     def counts(self, lo: int, hi: int) -> np.ndarray:
         """c[q, m]: negatives ranked before positive m (exact while it matters, else a bound)."""
         c = np.cumsum(self.hist[lo:hi, : self.width], axis=1)
-        return np.maximum(c, self.lower_bound[lo:hi, None], out=c)
+        return np.maximum(c, self.lower_bound[lo:hi], out=c)
 
     def refresh(self, lo: int, hi: int) -> None:
         num_pos = self.p.num_positives[lo:hi]
@@ -461,7 +465,7 @@ def _exact_ranks(
             f"is too many; evaluate Recall@K only, or with an approximate index"
         )
     pos_scores, pos_ids = _positive_lists(p, width)
-    lower = _sample_lower_bound(p, pos_scores[:, 0]) if need_map else np.zeros(nq, dtype=np.int64)
+    lower = _sample_lower_bound(p, pos_scores) if need_map else np.zeros((nq, width), dtype=np.int64)
     counter = _NegativeCounter(
         p, pos_scores, pos_ids, recall_cap=recall_cap, need_map=need_map, lower_bound=lower
     )

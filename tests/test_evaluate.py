@@ -43,9 +43,7 @@ def _write(path, parts):
 
 def test_resolve_protocol():
     src = "embeddings file e.parquet"
-    assert resolve_protocol(["train", "test"], None, source=src) == Protocol(
-        "all-vs-all", "test", "test"
-    )
+    assert resolve_protocol(["train", "test"], None, source=src) == Protocol("all-vs-all", "test", "test")
     assert resolve_protocol(["query", "gallery", "train"], None, source=src) == Protocol(
         "query-gallery", "query", "gallery"
     )
@@ -110,9 +108,7 @@ def test_approximate_stage_reports_its_recall(tmp_path, rng):
     test, test_y = _data(rng, 200, 20)
     emb = tmp_path / "emb.parquet"
     _write(emb, [("test", test, test_y)])
-    got = evaluate_stage(
-        emb, tmp_path / "m.json", recall_k=[1, 2], index="ivf", nlist=4, nprobe=4, nmi=False
-    )
+    got = evaluate_stage(emb, tmp_path / "m.json", recall_k=[1, 2], index="ivf", nlist=4, nprobe=4, nmi=False)
     assert got["approx_recall_vs_exact"] == 1.0
     exact = evaluate_stage(emb, tmp_path / "e.json", recall_k=[1, 2], nmi=False)
     assert got["recall@1"] == pytest.approx(exact["recall@1"])
@@ -123,9 +119,7 @@ def test_stage_errors_are_one_line(tmp_path, rng):
     emb = tmp_path / "emb.parquet"
     _write(emb, [("train", x, y)])
     out = tmp_path / "m.json"
-    with pytest.raises(
-        IAAError, match=r"emb.parquet: no test split to evaluate; splits present: train"
-    ):
+    with pytest.raises(IAAError, match=r"emb.parquet: no test split to evaluate; splits present: train"):
         evaluate_stage(emb, out, recall_k=[1])
     with pytest.raises(IAAError, match="not a test split"):
         evaluate_stage(emb, out, recall_k=[1], split="train")

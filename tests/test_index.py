@@ -165,9 +165,7 @@ def test_index_and_search_stages_query_gallery(tmp_path, rng):
     assert back["query_path"].tolist() == np.repeat(paths[45:], 3).tolist()
     assert (back["neighbour_label"].to_numpy() == gl[back["neighbour_id"]]).all()
     # Each query is a noisy copy of gallery item i: its nearest neighbour.
-    assert (
-        back.groupby("query_path", sort=False)["neighbour_id"].first().to_numpy() == np.arange(12)
-    ).all()
+    assert (back.groupby("query_path", sort=False)["neighbour_id"].first().to_numpy() == np.arange(12)).all()
 
 
 def test_search_stage_all_vs_all_excludes_self(tmp_path, rng):
@@ -187,9 +185,7 @@ def test_search_stage_all_vs_all_excludes_self(tmp_path, rng):
 def test_stage_errors(tmp_path, rng):
     emb_path = tmp_path / "emb.parquet"
     _write_inshop(emb_path, rng)
-    with pytest.raises(
-        IAAError, match=r"no split 'test' \(splits present: gallery, query, train\)"
-    ):
+    with pytest.raises(IAAError, match=r"no split 'test' \(splits present: gallery, query, train\)"):
         index_stage(emb_path, tmp_path / "x.faiss", split="test")
     with pytest.raises(IAAError, match="embeddings file not found"):
         index_stage(tmp_path / "none.parquet", tmp_path / "x.faiss", split="test")

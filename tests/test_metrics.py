@@ -81,9 +81,7 @@ def test_ties_follow_gallery_order(rng, block):
     labels = rng.integers(0, 40, 240)
     for symmetric in (True, False):
         p = M._prepare(x, labels, x, labels, exclude_self=True)
-        ranks = M._exact_ranks(
-            p, recall_cap=None, need_map=True, block_size=block, symmetric=symmetric
-        )
+        ranks = M._exact_ranks(p, recall_cap=None, need_map=True, block_size=block, symmetric=symmetric)
         assert_matches(ranks, brute_force(x, labels, x, labels, exclude_self=True))
     q = quantised(rng, 90)
     ql = rng.integers(0, 45, 90)  # classes 40..44 are not in the gallery
@@ -109,9 +107,7 @@ def test_untrained_embeddings_and_large_classes(rng):
     ref = brute_force(x, labels, x, labels, exclude_self=True)
     for symmetric in (True, False):
         p = M._prepare(x, labels, x, labels, exclude_self=True)
-        ranks = M._exact_ranks(
-            p, recall_cap=None, need_map=True, block_size=32, symmetric=symmetric
-        )
+        ranks = M._exact_ranks(p, recall_cap=None, need_map=True, block_size=32, symmetric=symmetric)
         assert_matches(ranks, ref)
     capped = M.first_positive_ranks(x, labels, x, labels, exclude_self=True, cap=10, block_size=32)
     first = ref[0]
@@ -220,9 +216,7 @@ def test_invalid_inputs():
     with pytest.raises(ValueError, match="gallery must be the query set"):
         M.recall_at_k(x, [0, 0, 1], x[:2], [0, 0], [1], exclude_self=True)
     with pytest.raises(ValueError, match="NaN"):
-        M.recall_at_k(
-            np.full((2, 2), np.nan, np.float32), [0, 0], x, [0, 1, 2], [1], exclude_self=False
-        )
+        M.recall_at_k(np.full((2, 2), np.nan, np.float32), [0, 0], x, [0, 1, 2], [1], exclude_self=False)
     with pytest.raises(ValueError, match="positive"):
         M.recall_at_k(x, [0, 0, 1], x, [0, 0, 1], [0], exclude_self=True)
     with pytest.raises(ValueError, match="unknown index"):
@@ -240,9 +234,7 @@ def test_nmi_matches_scikit_learn(rng):
     for n, ka, kb in [(50, 3, 4), (500, 20, 25), (1000, 200, 150), (30, 30, 2)]:
         a = rng.integers(0, ka, n)
         b = rng.integers(0, kb, n) * 7 - 3  # arbitrary cluster ids
-        assert M.nmi_from_clusters(a, b) == pytest.approx(
-            normalized_mutual_info_score(a, b), abs=1e-12
-        )
+        assert M.nmi_from_clusters(a, b) == pytest.approx(normalized_mutual_info_score(a, b), abs=1e-12)
     a = rng.integers(0, 5, 100)
     assert M.nmi_from_clusters(a, a + 10) == pytest.approx(1.0)
     assert M.nmi_from_clusters(np.zeros(10), np.zeros(10)) == 1.0
