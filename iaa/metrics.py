@@ -64,11 +64,14 @@ import numpy as np
 from iaa.index import INDEX_KINDS, build_index, faiss_threads, l2_normalize, search
 
 DEFAULT_BLOCK_SIZE = 4096
+# Galleries up to this size are ranked from full score rows (_dense_ranks); larger ones by
+# the blocked counting pass, whose memory does not grow with the gallery.
+DENSE_GALLERY_MAX = 20_000
 DEFAULT_KMEANS_NITER = 25  # faiss.Kmeans default, as used by pytorch-metric-learning
 _PAIR_BUDGET = 1 << 22  # entries per temporary array in the sparse and per-class steps
 _SAMPLE_SIZE = 256  # gallery items used to bound counts from below before the blocked pass
 _SAMPLE_MARGIN = 1e-4  # at least; see _sample_lower_bound
-_MAX_POSITIVE_TABLE = 1 << 28  # (query, positive) slots kept by the exact pass: ~5 GB
+_MAX_POSITIVE_TABLE = 1 << 26  # (query, positive) slots of the exact pass: 20 bytes each
 
 
 # --------------------------------------------------------------------------- results
@@ -160,17 +163,19 @@ def _tolerance(dim: int) -> float:
 def _canonical_scores(p: _Problem, q_ids: np.ndarray, g_ids: np.ndarray) -> np.ndarray:
     """Scores of pairs recomputed in float64, identical for identical vectors.
 
-    Products of two float32 values are exact in float64; summing them in sorted order makes
-    the result a function of the two vectors alone, so exact duplicates tie exactly. Used only
-    for pairs whose float32 scores are too close to order safely.
+    Products of two float32 values are exact in float64, and ``einsum`` sums them in a fixed
+    order for a given dimension, so the result is a function of the two vectors alone and
+    exact duplicates tie exactly. Used only for pairs whose float32 scores are too close to
+    order safely (all of them when a collapsed model maps everything to one point, hence
+    no per-pair sort here: that made such embeddings take minutes).
     """
     out = np.empty(q_ids.size, dtype=np.float64)
     step = max(1, _PAIR_BUDGET // max(1, p.query.shape[1]))
     for s0 in range(0, q_ids.size, step):
         s1 = min(q_ids.size, s0 + step)
-        prods = p.query[q_ids[s0:s1]].astype(np.float64) * p.gallery[g_ids[s0:s1]]
-        prods.sort(axis=1)
-        out[s0:s1] = prods.sum(axis=1)
+        a = p.query[q_ids[s0:s1]].astype(np.float64)
+        b = p.gallery[g_ids[s0:s1]].astype(np.float64)
+        out[s0:s1] = np.einsum("ij,ij->i", a, b)
     return out
 
 
@@ -250,7 +255,7 @@ def _sample_lower_bound(p: _Problem, pos_scores: np.ndarray) -> np.ndarray:
     sample = np.unique(np.linspace(0, ng - 1, num=min(ng, _SAMPLE_SIZE)).round().astype(np.int64))
     g_sample = p.gallery[sample]
     g_class = p.gallery_class[sample]
-    bound = np.zeros((nq, width), dtype=np.int64)
+    bound = np.zeros((nq, width), dtype=np.int32)
     step = max(1, _PAIR_BUDGET // (sample.size * direct))
     for s0 in range(0, nq, step):
         s1 = min(nq, s0 + step)
@@ -285,7 +290,7 @@ class _NegativeCounter:
         self.tol = _tolerance(p.query.shape[1])
         nq, self.width = pos_scores.shape
         # hist[q, m]: negatives with exactly m of q's positives ranked before them.
-        self.hist = np.zeros((nq, self.width + 1), dtype=np.int64)
+        self.hist = np.zeros((nq, self.width + 1), dtype=np.int32)
         # tau[q]: block scores below it cannot rank before a positive that still matters
         # (+inf: nothing left to count for q).
         self.tau = np.full(nq, np.inf, dtype=np.float32)
@@ -450,6 +455,8 @@ def _exact_ranks(
     symmetric: bool | None = None,
     overlap: bool = True,
 ) -> _Ranks:
+    if p.gallery.shape[0] <= DENSE_GALLERY_MAX:
+        return _dense_ranks(p, recall_cap=recall_cap, need_map=need_map)
     num_pos = p.num_positives
     valid = num_pos > 0
     nq = num_pos.size
@@ -465,7 +472,7 @@ def _exact_ranks(
             f"is too many; evaluate Recall@K only, or with an approximate index"
         )
     pos_scores, pos_ids = _positive_lists(p, width)
-    lower = _sample_lower_bound(p, pos_scores) if need_map else np.zeros((nq, width), dtype=np.int64)
+    lower = _sample_lower_bound(p, pos_scores) if need_map else np.zeros((nq, width), dtype=np.int32)
     counter = _NegativeCounter(
         p, pos_scores, pos_ids, recall_cap=recall_cap, need_map=need_map, lower_bound=lower
     )
@@ -483,6 +490,65 @@ def _exact_ranks(
         rp = relevant.sum(axis=1) / denom
         ap[~valid] = 0.0
         rp[~valid] = 0.0
+    return _Ranks(valid, first, ap, rp)
+
+
+def _dense_ranks(p: _Problem, *, recall_cap: int | None, need_map: bool) -> _Ranks:
+    """Exact ranks from full float64 score rows, for galleries up to ``DENSE_GALLERY_MAX``.
+
+    Each block of query rows is scored against the whole gallery in float64 and sorted
+    (stable, so equal scores keep gallery order). Adjacent scores closer than the float64
+    error bound are recomputed with ``_canonical_scores`` and the row re-sorted, so exact
+    ties rank by gallery index. Unlike the blocked pass, its cost does not depend on how
+    the embeddings are spread: a collapsed model is evaluated as fast as a good one.
+    """
+    nq, ng = p.query.shape[0], p.gallery.shape[0]
+    num_pos = p.num_positives
+    valid = num_pos > 0
+    first = np.full(nq, -1, dtype=np.int64)
+    ap = np.zeros(nq, dtype=np.float64)
+    rp = np.zeros(nq, dtype=np.float64)
+    if not valid.any():
+        return _Ranks(valid, first, ap, rp)
+    gallery64 = p.gallery.astype(np.float64)
+    tol = 4.0 * p.query.shape[1] * 2.0**-52
+    rows_per_block = max(1, _PAIR_BUDGET // max(ng, 1))
+    for r0 in range(0, nq, rows_per_block):
+        rows = np.arange(r0, min(nq, r0 + rows_per_block))
+        scores = p.query[rows].astype(np.float64) @ gallery64.T
+        if p.exclude_self:
+            scores[np.arange(rows.size), rows] = -np.inf
+        order = np.argsort(-scores, axis=1, kind="stable")
+        ranked = np.take_along_axis(scores, order, axis=1)
+        near = (ranked[:, :-1] - ranked[:, 1:]) <= tol
+        near &= np.isfinite(ranked[:, 1:])
+        for b in np.flatnonzero(near.any(axis=1)):  # rows with ties only: few on real data
+            tie = np.zeros(ng, dtype=bool)
+            tie[:-1] |= near[b]
+            tie[1:] |= near[b]
+            cols = order[b, tie]
+            scores[b, cols] = _canonical_scores(p, np.full(cols.size, rows[b]), cols)
+            order[b] = np.lexsort((np.arange(ng), -scores[b]))
+        relevant = p.gallery_class[order] == p.query_class[rows, None]
+        if p.exclude_self:
+            relevant &= order != rows[:, None]
+        has = relevant.any(axis=1)
+        first[rows[has]] = relevant[has].argmax(axis=1)
+        if need_map:
+            r = num_pos[rows]
+            width = int(r.max()) if r.size else 0
+            rel = relevant[:, :width]
+            within = np.arange(width)[None, :] < r[:, None]
+            hits = np.cumsum(rel, axis=1)
+            precision = hits / np.arange(1, width + 1)[None, :]
+            denom = np.maximum(r, 1)
+            ap[rows] = np.where(rel & within, precision, 0.0).sum(axis=1) / denom
+            rp[rows] = (rel & within).sum(axis=1) / denom
+    first[~valid] = -1
+    ap[~valid] = 0.0
+    rp[~valid] = 0.0
+    if recall_cap is not None:
+        np.minimum(first, recall_cap, out=first)
     return _Ranks(valid, first, ap, rp)
 
 

@@ -269,7 +269,7 @@ def train_stage(
             if not torch.isfinite(loss):
                 last = state.epoch
                 raise TrainingDivergedError(
-                    f"loss is {float(loss)} at epoch {epoch}, iteration {it + 1}; "
+                    f"loss is {float(loss.detach())} at epoch {epoch}, iteration {it + 1}; "
                     f"the last good checkpoint (epoch {last}) is kept in {checkpoint_dir}"
                 )
             optimizer.zero_grad(set_to_none=True)

@@ -28,7 +28,7 @@ def test_schema_defaults_equal_dataclass_defaults():
 def test_default_config_file_is_valid_and_round_trips_into_settings():
     config = filled(yaml.safe_load((ROOT / "config" / "config.yaml").read_text()))
     settings = from_dict(TrainSettings, config["train"])
-    assert settings.mode == "head" and settings.iaa.start_epoch == 10
+    assert settings.mode == "finetune" and settings.iaa.start_epoch == 6
     assert to_dict(settings) == config["train"]
 
 

@@ -9,6 +9,15 @@ from sklearn.metrics import normalized_mutual_info_score
 from iaa import metrics as M
 from iaa.index import l2_normalize
 
+
+@pytest.fixture(autouse=True, params=["dense", "blocked"])
+def ranking_path(request, monkeypatch):
+    """Every test runs on both exact paths: full score rows and the blocked counting pass."""
+    if request.param == "blocked":
+        monkeypatch.setattr(M, "DENSE_GALLERY_MAX", 0)
+    return request.param
+
+
 KS = [1, 2, 4, 8, 16]
 
 
@@ -253,3 +262,17 @@ def test_kmeans_nmi_recovers_separated_classes_deterministically(rng):
     first = M.kmeans_nmi(y, labels, seed=1)
     assert first == M.kmeans_nmi(y, labels, seed=1)
     assert 0.0 <= first < 0.5
+
+
+def test_collapsed_embeddings_rank_by_gallery_index(rng):
+    """A collapsed model (every embedding the same up to float32 noise) is scored exactly."""
+    base = rng.standard_normal(32).astype(np.float32)
+    x = (base + 1e-7 * rng.standard_normal((400, 32))).astype(np.float32)
+    x[::3] = base  # a third are exact duplicates
+    labels = rng.integers(0, 20, 400)
+    got = M.map_at_r_and_rp(x, labels, x, labels, exclude_self=True)
+    ranks = M.first_positive_ranks(x, labels, x, labels, exclude_self=True)
+    first, ap, rp = brute_force(x, labels, x, labels, exclude_self=True)
+    np.testing.assert_array_equal(ranks, first)
+    assert got.map_at_r == pytest.approx(np.nanmean(ap), abs=1e-12)
+    assert got.r_precision == pytest.approx(np.nanmean(rp), abs=1e-12)
