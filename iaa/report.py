@@ -91,14 +91,17 @@ def plot_curves(histories: dict[str, pd.DataFrame], losses: list[str], out: Path
             if not runs:
                 continue
             for row, key in enumerate(("loss", "val_recall@1")):
-                frame = pd.concat([h.set_index("epoch")[key] for h in runs], axis=1)
+                # Validation runs every val_every epochs: the other rows are NaN.
+                frame = pd.concat([h.set_index("epoch")[key] for h in runs], axis=1).dropna(how="all")
                 mean, std = frame.mean(axis=1), frame.std(axis=1).fillna(0.0)
                 scale = 100.0 if key != "loss" else 1.0
                 ax = axes[row, col]
                 label = (
                     f"{LOSS_TITLES.get(loss, loss)}{'+IAA' if method == 'iaa' else ''} ({len(runs)} seeds)"
                 )
-                ax.plot(mean.index, scale * mean, color=colour, label=label)
+                ax.plot(
+                    mean.index, scale * mean, color=colour, label=label, marker="." if key != "loss" else None
+                )
                 ax.fill_between(
                     mean.index, scale * (mean - std), scale * (mean + std), color=colour, alpha=0.2
                 )
