@@ -1,4 +1,5 @@
-# IAA pipeline: prepare -> pretrain (synth) -> extract -> train -> export -> index -> evaluate -> report.
+# IAA pipeline: prepare -> pretrain (synth) -> extract -> train -> export -> index -> evaluate
+# (+ stats) -> report.
 # `snakemake --cores 8 all` rebuilds every configured benchmark's table; see README.md.
 
 from snakemake.utils import min_version
@@ -17,6 +18,7 @@ include: "workflow/rules/train.smk"
 include: "workflow/rules/export.smk"
 include: "workflow/rules/index.smk"
 include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/stats.smk"
 include: "workflow/rules/report.smk"
 
 

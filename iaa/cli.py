@@ -111,12 +111,22 @@ def cmd_evaluate(a: argparse.Namespace) -> None:
     log.info("%s", json.dumps(result, sort_keys=True))
 
 
+def cmd_stats(a: argparse.Namespace) -> None:
+    from iaa.stats import stats_stage
+
+    stats_stage(
+        a.embeddings, a.out, split=a.split, k=a.k, beta=a.beta, gamma=a.gamma, tau=a.tau,
+        correlation_out=a.correlation,
+    )  # fmt: skip
+
+
 def cmd_report(a: argparse.Namespace) -> None:
     from iaa.report import report_stage
 
     report_stage(
         a.benchmark, a.metrics, a.histories, recall_k=a.recall_k, losses=a.losses,
         table_md=a.table_md, table_csv=a.table_csv, curves_png=a.curves,
+        correlations=a.correlations, table1_md=a.table1_md,
     )  # fmt: skip
 
 
@@ -202,6 +212,16 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--seed", type=int, default=0, help="k-means seed for NMI")
     sp.add_argument("--nmi-redo", type=int, default=1, help="k-means restarts")
 
+    sp = stage("stats", cmd_stats, "per-class mean, variance, corrected variance and alpha -> Parquet")
+    sp.add_argument("embeddings", type=Path)
+    sp.add_argument("--split", default="train")
+    sp.add_argument("--out", type=Path, required=True, help="statistics Parquet")
+    sp.add_argument("--correlation", type=Path, default=None, help="Table I correlation JSON")
+    sp.add_argument("--k", type=int, default=25)
+    sp.add_argument("--beta", type=float, default=0.1)
+    sp.add_argument("--gamma", type=float, default=0.1)
+    sp.add_argument("--tau", type=float, default=40.0)
+
     sp = stage("report", cmd_report, "the results table (Markdown, CSV) and training curves (PNG)")
     sp.add_argument("--benchmark", required=True)
     sp.add_argument("--metrics", type=Path, nargs="+", required=True)
@@ -211,6 +231,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--table-md", type=Path, required=True)
     sp.add_argument("--table-csv", type=Path, required=True)
     sp.add_argument("--curves", type=Path, required=True)
+    sp.add_argument("--correlations", type=Path, nargs="*", default=[], help="stats correlation JSONs")
+    sp.add_argument("--table1-md", type=Path, default=None, help="Table I (Spearman correlation)")
     return p
 
 

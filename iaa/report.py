@@ -127,6 +127,8 @@ def report_stage(
     table_md: Path,
     table_csv: Path,
     curves_png: Path,
+    correlations: list[Path] | None = None,
+    table1_md: Path | None = None,
 ) -> pd.DataFrame:
     metrics: dict[str, dict] = {}
     for path in metrics_files:
@@ -144,4 +146,31 @@ def report_stage(
     histories = {p.parent.name: pd.read_csv(p) for p in history_files}
     plot_curves(histories, losses, curves_png, benchmark)
     log.info("\n%s", markdown)
+    if table1_md is not None:
+        text = format_table1({p.name.split(".")[0]: read_json(p) for p in correlations or []}, benchmark)
+        with atomic_path(table1_md) as tmp:
+            tmp.write_text(text)
+        log.info("\n%s", text)
     return table
+
+
+def format_table1(correlations: dict[str, dict], benchmark: str) -> str:
+    """Table I: Spearman correlation between D_m and D_cv rows, on pretrained features (as in
+    the paper) and on the train embeddings after training (mean ± std over seeds per row)."""
+    ps = (1, 2, 3, 4)
+    lines = [
+        f"# {benchmark}: Spearman correlation between mean and covariance distances (Table I)",
+        "",
+        "| embeddings (train split) | runs | " + " | ".join(f"p={p}" for p in ps) + " |",
+        "|---|---|" + "---|" * len(ps),
+    ]
+    per_row: dict[str, list[dict]] = defaultdict(list)
+    for name, values in correlations.items():
+        per_row[parse_run(name).row].append(values)
+    for row, runs in per_row.items():
+        cells = []
+        for p in ps:
+            vals = np.array([r[f"spearman_p{p}"] for r in runs])
+            cells.append(f"{vals.mean():.2f} ± {vals.std(ddof=1):.2f}" if len(vals) > 1 else f"{vals[0]:.2f}")
+        lines.append(f"| {row} | {len(runs)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"

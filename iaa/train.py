@@ -203,16 +203,16 @@ def train_stage(
     """Train one run; write the final model and the per-epoch history CSV."""
     if method not in METHODS:
         raise IAAError(f"unknown method {method!r}; known: {', '.join(METHODS)}")
+    try:  # before any data is read: a typo fails at once
+        loss_fn = build_loss(loss_name, **getattr(settings.losses, loss_name, {}))
+    except ValueError as err:
+        raise IAAError(str(err)) from None
     seed_everything(seed)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     train_src, val_src, model = _sources(inputs, settings)
     labels_np, class_ids = contiguous_labels(train_src.labels)
     labels = torch.from_numpy(labels_np)
     num_classes = len(class_ids)
-    try:
-        loss_fn = build_loss(loss_name, **getattr(settings.losses, loss_name, {}))
-    except ValueError as err:
-        raise IAAError(str(err)) from None
     model.to(device)
     optimizer = _optimizer(model, settings)
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, settings.lr_milestones, settings.lr_gamma)

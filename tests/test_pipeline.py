@@ -14,7 +14,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "tests" / "configs" / "tiny.yaml"
-RULES = ["prepare", "pretrain", "extract", "train", "export", "index", "evaluate", "report"]
+RULES = ["prepare", "pretrain", "extract", "train", "export", "index", "evaluate", "stats", "report"]
 
 
 def snakemake(
@@ -73,6 +73,8 @@ def test_whole_pipeline_on_tiny_synth_then_nothing_to_do(tmp_path):
     assert (table["R@8 mean"] >= table["R@1 mean"]).all()
     assert "MS+IAA" in (tables / "table3.md").read_text()
     assert (tables / "training_curves.png").stat().st_size > 10_000
+    table1 = (tables / "table1.md").read_text()
+    assert "| Pretrained | 1 |" in table1 and "| MS+IAA | 2 |" in table1
     metrics = json.loads((tmp_path / "results/synth/metrics/test/ms-iaa-seed1.json").read_text())
     assert metrics["num_queries"] == metrics["num_gallery"] > 0
     emb = pd.read_parquet(tmp_path / "results/synth/embeddings/ms-iaa-seed1.parquet")

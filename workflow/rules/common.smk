@@ -69,6 +69,7 @@ def all_targets():
             out(bench, "tables", "table3.md"),
             out(bench, "tables", "table3.csv"),
             out(bench, "tables", "training_curves.png"),
+            out(bench, "tables", "table1.md"),
         ]
         for run in [PRETRAINED] + training_runs():
             targets += [out(bench, "index", run, f"{split}.faiss") for split in b.index_splits]

@@ -4,6 +4,7 @@ def report_inputs(wildcards):
     return {
         "metrics": [out(wildcards.bench, "metrics", split, f"{run}.json") for run in runs],
         "histories": [out(wildcards.bench, "runs", run, "history.csv") for run in training_runs()],
+        "correlations": [out(wildcards.bench, "stats", f"{run}.correlation.json") for run in runs],
     }
 
 
@@ -14,6 +15,7 @@ rule report:
         table_md=out("{bench}", "tables", "table3.md"),
         table_csv=out("{bench}", "tables", "table3.csv"),
         curves=out("{bench}", "tables", "training_curves.png"),
+        table1_md=out("{bench}", "tables", "table1.md"),
     log:
         out("{bench}", "logs", "report.log"),
     params:
@@ -25,4 +27,5 @@ rule report:
     shell:
         "iaa report --benchmark {wildcards.bench} --metrics {input.metrics}"
         " --histories {input.histories} --recall-k {params.recall_k} --losses {params.losses}"
-        " --table-md {output.table_md} --table-csv {output.table_csv} --curves {output.curves} 2> {log}"
+        " --table-md {output.table_md} --table-csv {output.table_csv} --curves {output.curves}"
+        " --correlations {input.correlations} --table1-md {output.table1_md} 2> {log}"

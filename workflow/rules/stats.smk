@@ -1,0 +1,17 @@
+rule stats:
+    input:
+        embeddings=embeddings_of,
+    output:
+        stats=out("{bench}", "stats", "{run}.parquet"),
+        correlation=out("{bench}", "stats", "{run}.correlation.json"),
+    log:
+        out("{bench}", "logs", "stats", "{run}.log"),
+    params:
+        iaa=lambda w: bench_config(w.bench)["train"]["iaa"],
+    threads: config["threads"]["evaluate"]
+    resources:
+        mem_mb=2000,
+    shell:
+        "iaa --threads {threads} stats {input.embeddings} --split train --out {output.stats}"
+        " --correlation {output.correlation} --k {params.iaa[k]} --beta {params.iaa[beta]}"
+        " --gamma {params.iaa[gamma]} --tau {params.iaa[tau]} 2> {log}"
