@@ -8,7 +8,7 @@ rule stats:
         out("{bench}", "logs", "stats", "{run}.log"),
     params:
         iaa=lambda w: bench_config(w.bench)["train"]["iaa"],
-    threads: config["threads"]["evaluate"]
+    threads: config["threads"]["stats"]
     resources:
         mem_mb=2000,
     shell:
