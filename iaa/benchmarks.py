@@ -13,7 +13,7 @@ from iaa.errors import IAAError
 @dataclass(frozen=True)
 class Benchmark:
     name: str
-    dataset: str  # "synth" for the built-in benchmark; real datasets come with their loaders
+    dataset: str  # "synth" for the built-in benchmarks, else a reader in iaa.data.datasets
     recall_k: tuple[int, ...]
     # Each evaluated on its own: ``test``/``test-*`` all-vs-all, ``query`` against ``gallery``.
     eval_splits: tuple[str, ...]
@@ -39,6 +39,12 @@ BENCHMARKS: dict[str, Benchmark] = {
     for b in (
         Benchmark("synth", "synth", (1, 2, 4, 8), ("test",), True, "synth"),
         Benchmark("synth-fewshot", "synth", (1, 10, 100), ("test",), True, "synth-fewshot"),
+        # Downloaded by the user; ``iaa.data.datasets`` reads each (SPEC 4).
+        Benchmark("cub200", "cub200", (1, 2, 4, 8), ("test",), False),
+        Benchmark("cars196", "cars196", (1, 2, 4, 8), ("test",), False),
+        Benchmark("sop", "sop", (1, 10, 100, 1000), ("test",), False),
+        Benchmark("inshop", "inshop", (1, 10, 20, 30), ("query",), False),
+        Benchmark("vehicleid", "vehicleid", (1, 5), ("test-small", "test-medium", "test-large"), False),
     )
 }
 

@@ -43,9 +43,12 @@ def _json_dict(text: str) -> dict:
 def cmd_prepare(a: argparse.Namespace) -> None:
     from iaa.prepare import prepare_stage
 
+    # --threads: synth worker processes (default 1), or real-dataset checking threads (default all CPUs).
     prepare_stage(
-        a.benchmark, a.out, data_dir=a.data_dir, seed=a.seed, workers=a.threads or 1, synth_overrides=a.synth
-    )
+        a.benchmark, a.out, data_dir=a.data_dir, seed=a.seed, workers=a.threads, synth_overrides=a.synth,
+        root=a.root, skip_bad_images=a.skip_bad_images, resized_cache=a.resized_cache,
+        cache_size=a.cache_size,
+    )  # fmt: skip
 
 
 def cmd_pretrain(a: argparse.Namespace) -> None:
@@ -147,9 +150,27 @@ def build_parser() -> argparse.ArgumentParser:
     sp = stage("prepare", cmd_prepare, "write a benchmark's manifest (and generate synth images)")
     sp.add_argument("benchmark")
     sp.add_argument("--out", type=Path, required=True, help="manifest Parquet")
-    sp.add_argument("--data-dir", type=Path, required=True, help="where synth images are written")
+    sp.add_argument("--data-dir", type=Path, default=None, help="synth: where images are written")
     sp.add_argument("--seed", type=int, default=0)
     sp.add_argument("--synth", type=_json_dict, default=None, help="JSON overrides of the synth spec")
+    sp.add_argument(
+        "--root",
+        type=Path,
+        default=None,
+        help="real datasets: the folder holding the download (CUB_200_2011/, Cars196/, ...)",
+    )
+    sp.add_argument(
+        "--skip-bad-images",
+        action="store_true",
+        help="drop missing or unreadable images from the manifest (with a warning) instead of failing",
+    )
+    sp.add_argument(
+        "--resized-cache",
+        type=Path,
+        default=None,
+        help="write resized copies here and point the manifest at them",
+    )
+    sp.add_argument("--cache-size", type=int, default=256, help="shorter side of the cached copies")
 
     sp = stage("pretrain", cmd_pretrain, "softmax-pretrain the synth backbone on the pretrain classes")
     sp.add_argument("--manifest", type=Path, required=True)

@@ -1,14 +1,20 @@
-"""Stage ``prepare``: a dataset on disk -> manifest Parquet (path, label, split, class_name)."""
+"""Stage ``prepare``: a dataset on disk -> manifest Parquet (path, label, split, class_name).
+
+The built-in synth benchmarks generate their images under ``data_dir``; the five real
+benchmarks read the copy the user downloaded under ``root`` (``iaa.data.datasets``).
+"""
 
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from iaa.benchmarks import get_benchmark
+from iaa.data.datasets import READERS, prepare_dataset
 from iaa.data.synth import SynthSpec, write_synth
 from iaa.errors import IAAError
 
@@ -19,21 +25,48 @@ def prepare_stage(
     benchmark: str,
     out: Path,
     *,
-    data_dir: Path,
+    data_dir: Path | None = None,
     seed: int = 0,
-    workers: int = 1,
+    workers: int | None = 1,
     synth_overrides: dict[str, Any] | None = None,
+    root: Path | None = None,
+    skip_bad_images: bool = False,
+    resized_cache: Path | None = None,
+    cache_size: int = 256,
 ) -> pd.DataFrame:
-    """Write the manifest of ``benchmark`` to ``out``; synth images are generated under ``data_dir``."""
+    """Write the manifest of ``benchmark`` to ``out``.
+
+    Synth images are generated under ``data_dir`` (``workers`` processes, default 1);
+    a real dataset is read from ``root`` and its images checked by ``workers`` threads
+    (default: one per CPU), optionally shrunk into ``resized_cache``.
+    """
     bench = get_benchmark(benchmark)
-    if not bench.builtin or bench.synth_variant is None:
+    if bench.builtin and bench.synth_variant is not None:
+        if data_dir is None:
+            raise IAAError(f"benchmark {benchmark!r} generates its images: pass --data-dir DIR")
+        try:
+            spec = SynthSpec.for_variant(bench.synth_variant, **(synth_overrides or {}))
+        except TypeError as err:
+            raise IAAError(f"bad synth override: {err}") from None
+        workers = workers or 1
+        log.info("generating %s into %s (seed %d, %d workers)", benchmark, data_dir, seed, workers)
+        manifest = write_synth(Path(data_dir), Path(out), spec, seed=seed, workers=workers)
+    elif bench.dataset in READERS:
+        if root is None:
+            raise IAAError(f"benchmark {benchmark!r} reads a downloaded dataset: pass --root DIR")
+        threads = workers or os.cpu_count() or 1
+        log.info("reading %s under %s (%d threads)", bench.dataset, root, threads)
+        manifest = prepare_dataset(
+            READERS[bench.dataset],
+            Path(root),
+            Path(out),
+            threads=threads,
+            skip_bad_images=skip_bad_images,
+            resized_cache=None if resized_cache is None else Path(resized_cache),
+            cache_size=cache_size,
+        )
+    else:
         raise IAAError(f"benchmark {benchmark!r} has no preparation recipe yet")
-    try:
-        spec = SynthSpec.for_variant(bench.synth_variant, **(synth_overrides or {}))
-    except TypeError as err:
-        raise IAAError(f"bad synth override: {err}") from None
-    log.info("generating %s into %s (seed %d, %d workers)", benchmark, data_dir, seed, workers)
-    manifest = write_synth(Path(data_dir), Path(out), spec, seed=seed, workers=workers)
     summary = manifest.groupby("split")["label"].agg(images="size", classes="nunique")
     log.info("manifest %s:\n%s", out, summary.to_string())
     return manifest
