@@ -1,6 +1,12 @@
-"""Backbones. ``synth``: a small CNN that trains in seconds on two CPU cores.
+"""Backbones: ``build_backbone`` is the one entry point; each module returns pooled features
+(``feature_dim`` wide) and declares its input convention (``input_spec``, see inputs.py).
 
-The paper's backbones (GoogLeNet, BN-Inception, ResNet-50) come with the real benchmarks.
+- ``googlenet`` (1024-d), ``bn_inception`` (1024-d), ``resnet50`` (2048-d): the paper's
+  backbones, ImageNet classifier removed; ``pretrained`` loads the SPEC 3 ImageNet weights
+  (weights.py), ``pretrained=False`` gives random init (tests, CPU smoke runs).
+- ``synth``: a small CNN that trains in seconds on two CPU cores; its weights come from
+  the ``pretrain`` stage, not ImageNet.
+
 The synth backbone is four conv-BN-ReLU stages (width, 2w, 4w, 8w channels) with max
 pooling between them and global average pooling at the end: at 32 px it is ~4 M
 multiply-adds per image for width 16, so a CPU core pushes thousands of images a second,
@@ -9,12 +15,19 @@ yet BatchNorm is there to be frozen exactly as the paper's protocol freezes it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
 from iaa.errors import IAAError
+from iaa.models.bn_inception import BNInception
+from iaa.models.googlenet import GoogLeNetTrunk
+from iaa.models.inputs import IMAGENET_RGB
+from iaa.models.resnet import ResNet50Trunk
+from iaa.models.weights import WEIGHTS, load_pretrained, locate_weights
 
 
 def _stage(cin: int, cout: int) -> nn.Sequential:
@@ -26,7 +39,10 @@ def _stage(cin: int, cout: int) -> nn.Sequential:
 
 
 class SynthConvNet(nn.Module):
-    """Backbone for the built-in benchmark; ``feature_dim`` = 8 * width."""
+    """Backbone for the built-in benchmark; ``feature_dim`` = 8 * width. ImageNet-standardised
+    RGB input, as the data pipeline has always fed it."""
+
+    input_spec = IMAGENET_RGB
 
     def __init__(self, width: int = 16) -> None:
         super().__init__()
@@ -48,11 +64,55 @@ class SynthConvNet(nn.Module):
         return self.features(x)
 
 
-def build_backbone(name: str, **kwargs: Any) -> nn.Module:
-    """Build a backbone by name; it exposes ``feature_dim``."""
-    if name == "synth":
-        return SynthConvNet(**kwargs)
-    raise IAAError(f"unknown backbone {name!r}; known: synth")
+BACKBONES: dict[str, Callable[..., nn.Module]] = {
+    "synth": SynthConvNet,
+    "googlenet": GoogLeNetTrunk,
+    "bn_inception": BNInception,
+    "resnet50": ResNet50Trunk,
+}
+
+# Keyword arguments of build_backbone that choose the initial weights, not the architecture.
+WEIGHT_ARGS = ("pretrained", "weights", "allow_download")
+
+
+def build_backbone(
+    name: str,
+    *,
+    pretrained: bool | None = None,
+    weights: str | Path | None = None,
+    allow_download: bool = True,
+    **kwargs: Any,
+) -> nn.Module:
+    """Build a backbone by name; it exposes ``feature_dim`` and ``input_spec``.
+
+    ``pretrained``: load the ImageNet weights (default: yes for the backbones that have
+    them, i.e. all but synth). ``weights``: the weights file, or a folder holding it (default:
+    the torch hub cache); ``allow_download``: fetch a missing file into the hub cache.
+    The file is looked up before the network is built, so a missing one fails fast.
+    Other keyword arguments go to the backbone's constructor.
+    """
+    if name not in BACKBONES:
+        raise IAAError(f"unknown backbone {name!r}; known: {', '.join(BACKBONES)}")
+    if pretrained is None:
+        pretrained = name in WEIGHTS
+    if pretrained and name not in WEIGHTS:
+        raise IAAError(f"backbone {name!r} has no ImageNet weights: set pretrained to false")
+    path = locate_weights(name, weights, allow_download) if pretrained else None
+    try:
+        module = BACKBONES[name](**kwargs)
+    except TypeError as err:
+        raise IAAError(f"backbone {name!r}: {err}") from None
+    if path is not None:
+        load_pretrained(module, name, path)
+    return module
+
+
+def architecture_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """``kwargs`` of build_backbone that rebuild the same architecture WITHOUT looking up any
+    weights: for loading a checkpoint, whose state dict already holds the trained weights."""
+    out = {k: v for k, v in kwargs.items() if k not in WEIGHT_ARGS}
+    out["pretrained"] = False
+    return out
 
 
 def freeze_batchnorm(module: nn.Module) -> None:
@@ -71,16 +131,18 @@ def save_backbone(path: str, backbone: nn.Module, name: str, kwargs: dict[str, A
 
 
 def load_backbone(path: str) -> tuple[nn.Module, str, dict[str, Any]]:
-    """Load a backbone written by ``pretrain``: returns (module, name, constructor kwargs)."""
+    """Load a backbone written by ``pretrain``: returns (module, name, kwargs that rebuild it
+    without weight lookup, see ``architecture_kwargs``)."""
     from iaa.io import require_file
 
     p = require_file(path, "backbone checkpoint")
     try:
         payload = torch.load(p, map_location="cpu", weights_only=True)
-        backbone = build_backbone(payload["backbone"], **payload["backbone_kwargs"])
+        kwargs = architecture_kwargs(payload["backbone_kwargs"])
+        backbone = build_backbone(payload["backbone"], **kwargs)
         backbone.load_state_dict(payload["state_dict"])
     except IAAError:
         raise
     except Exception as err:  # truncated file, foreign checkpoint, mismatched shapes
         raise IAAError(f"cannot load backbone checkpoint {p}: {err}") from None
-    return backbone, payload["backbone"], payload["backbone_kwargs"]
+    return backbone, payload["backbone"], kwargs

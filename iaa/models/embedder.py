@@ -4,6 +4,11 @@
 has no trunk and trains the head on backbone features extracted once (fast on CPU).
 The model returns RAW embeddings: IAA's statistics and synthesis work on them, and the
 losses and retrieval L2-normalise them.
+
+The trunk takes its own input convention: feed it ``model.input_spec.convert(x)`` for a float
+RGB [0, 1] batch ``x``. ``model.head`` is the embedding layer (the 10x learning rate of
+SPEC 3). A checkpoint holds the trained weights, so loading one never looks up ImageNet
+weights, whatever ``backbone_kwargs`` the model was first built with.
 """
 
 from __future__ import annotations
@@ -16,7 +21,8 @@ from torch import nn
 
 from iaa.errors import IAAError
 from iaa.io import atomic_path, require_file
-from iaa.models.backbone import build_backbone
+from iaa.models.backbone import architecture_kwargs, build_backbone
+from iaa.models.inputs import InputSpec, input_spec
 
 
 class EmbeddingModel(nn.Module):
@@ -49,6 +55,11 @@ class EmbeddingModel(nn.Module):
         else:
             self.head = nn.Linear(in_dim, embedding_dim)
 
+    @property
+    def input_spec(self) -> InputSpec | None:
+        """The trunk's input convention; None without a trunk (the input is features)."""
+        return input_spec(self.trunk) if self.trunk is not None else None
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.trunk is not None:
             x = self.trunk(x)
@@ -71,6 +82,10 @@ def load_model(path: str | os.PathLike[str], map_location: str | torch.device = 
         raise IAAError(f"cannot read model checkpoint {p}: {err}") from None
     if "config" not in payload or "state_dict" not in payload:
         raise IAAError(f"{p} is not an iaa model checkpoint (no config/state_dict)")
-    model = EmbeddingModel(**payload["config"])
+    config = dict(payload["config"])
+    if config.get("backbone") is not None:  # rebuild the architecture only: the weights follow
+        config["backbone_kwargs"] = architecture_kwargs(config.get("backbone_kwargs") or {})
+    model = EmbeddingModel(**config)
     model.load_state_dict(payload["state_dict"])
+    model.config = payload["config"]  # as first built (provenance: which weights it started from)
     return model
