@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from iaa import preemption
 from iaa.config import TrainSettings, to_dict
 from iaa.data.images import contiguous_labels
 from iaa.data.sampler import BalancedBatchSampler
@@ -189,6 +190,7 @@ def _resume(ckpt_dir: Path, model, optimizer, scheduler, stats, rngs: dict) -> R
 # --------------------------------------------------------------------------- the run
 
 
+@preemption.exit_cleanly_on_sigterm
 def train_stage(
     inputs: TrainInputs,
     *,
@@ -227,6 +229,7 @@ def train_stage(
     noise = torch.Generator(device=device).manual_seed(seed + 1)
     rngs = {"sampler": sampler.generator, "noise": noise}
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
+    preemption.remove_stale_temporaries(checkpoint_dir, model_out, history_out)
     state = _resume(checkpoint_dir, model, optimizer, scheduler, stats, rngs)
     correction = use_correction(settings, num_classes)
     ia = settings.iaa

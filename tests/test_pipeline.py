@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -83,6 +85,28 @@ def test_whole_pipeline_on_tiny_synth_then_nothing_to_do(tmp_path):
     again = snakemake(tmp_path, "--cores", "2", "all")
     assert again.returncode == 0
     assert "Nothing to be done" in again.stdout + again.stderr
+
+    # `snakemake --report`: one self-contained HTML file holding the tables and the plot.
+    report = snakemake(tmp_path, "--report", str(tmp_path / "report.html"))
+    assert report.returncode == 0, report.stderr[-3000:]
+    html = (tmp_path / "report.html").read_text()
+    external = r"<script[^>]*\ssrc=|<link[^>]*\shref=|\ssrc=[\"']?https?:|url\([\"']?https?:|@import"
+    assert re.findall(external, html) == []  # scripts, styles and results all inline
+    results = {Path(path).name: entry for path, entry in _report_results(html).items()}
+    assert set(results) == {"table3.md", "table3.csv", "training_curves.png", "table1.md"}
+    for name, entry in results.items():  # embedded byte for byte as data URIs
+        assert base64.b64decode(entry["data_uri"].split("base64,", 1)[1]) == (tables / name).read_bytes()
+    assert "MS+IAA" in results["table3.md"]["caption"]  # the tables show in their captions
+    assert "<table" in results["table3.csv"]["caption"]
+    assert "| MS+IAA | 2 |" in results["table1.md"]["caption"]
+    assert "IAA: Intra-class Adaptive Augmentation" in html  # workflow/report/workflow.rst
+
+
+def _report_results(html: str) -> dict:
+    """The results a Snakemake HTML report embeds, by path: name, caption, data_uri, ..."""
+    match = re.search(r'<script id="results">\s*var results = (.*?);?\s*</script>', html, re.S)
+    assert match, "no results in the report"
+    return json.loads(match.group(1))
 
 
 @pytest.mark.slow
