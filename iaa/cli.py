@@ -63,7 +63,8 @@ def cmd_extract(a: argparse.Namespace) -> None:
 
     extract_stage(
         a.manifest, a.backbone, a.out, benchmark=a.benchmark, image_size=a.image_size,
-        resize=a.resize or a.image_size, workers=a.workers,
+        resize=a.resize or a.image_size, workers=a.workers, weights=a.weights,
+        allow_download=not a.no_download,
     )  # fmt: skip
 
 
@@ -72,7 +73,14 @@ def cmd_train(a: argparse.Namespace) -> None:
     from iaa.train import TrainInputs, train_stage
 
     train_stage(
-        TrainInputs(features=a.features, manifest=a.manifest, backbone=a.backbone),
+        TrainInputs(
+            features=a.features,
+            manifest=a.manifest,
+            backbone=a.backbone,
+            arch=a.arch,
+            weights=a.weights,
+            allow_download=not a.no_download,
+        ),  # fmt: skip
         loss_name=a.loss,
         method=a.method,
         seed=a.seed,
@@ -133,6 +141,12 @@ def cmd_report(a: argparse.Namespace) -> None:
     )  # fmt: skip
 
 
+def cmd_compare(a: argparse.Namespace) -> None:
+    from iaa.compare import compare_stage
+
+    compare_stage(a.metrics, a.out_md, a.out_csv)
+
+
 # --------------------------------------------------------------------------- parser
 
 
@@ -183,10 +197,21 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--resize", type=int, default=None, help="shorter side before the center crop")
         sp.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
 
+    def weight_args(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument(
+            "--weights", type=Path, default=None,
+            help="ImageNet weights file, or a folder holding it (default: $TORCH_HOME/hub/checkpoints)",
+        )  # fmt: skip
+        sp.add_argument("--no-download", action="store_true", help="never fetch missing weights")
+
     sp = stage("extract", cmd_extract, "pretrained-backbone features of train and evaluation images")
     sp.add_argument("--benchmark", required=True)
     sp.add_argument("--manifest", type=Path, required=True)
-    sp.add_argument("--backbone", type=Path, required=True)
+    sp.add_argument(
+        "--backbone", type=Path, default=None,
+        help="backbone checkpoint (synth); default: the benchmark's ImageNet backbone",
+    )  # fmt: skip
+    weight_args(sp)
     sp.add_argument("--out", type=Path, required=True, help="features Parquet")
     image_args(sp)
 
@@ -197,6 +222,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--features", type=Path, default=None, help="head mode: features Parquet")
     sp.add_argument("--manifest", type=Path, default=None, help="finetune mode: manifest")
     sp.add_argument("--backbone", type=Path, default=None, help="finetune mode: backbone checkpoint")
+    sp.add_argument("--arch", default=None, help="finetune mode: ImageNet backbone (googlenet, ...)")
+    weight_args(sp)
     sp.add_argument("--out", type=Path, required=True, help="final model (.pt)")
     sp.add_argument("--history", type=Path, required=True, help="per-epoch history CSV")
     sp.add_argument("--checkpoints", type=Path, default=None, help="default: <out dir>/checkpoints")
@@ -254,6 +281,13 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--curves", type=Path, required=True)
     sp.add_argument("--correlations", type=Path, nargs="*", default=[], help="stats correlation JSONs")
     sp.add_argument("--table1-md", type=Path, default=None, help="Table I (Spearman correlation)")
+
+    sp = stage("compare", cmd_compare, "our numbers next to the paper's (Tables III-VI), with the difference")
+    sp.add_argument(
+        "--metrics", type=Path, nargs="+", required=True, help="<results>/<bench>/metrics/<split>/<run>.json"
+    )
+    sp.add_argument("--out-md", type=Path, required=True)
+    sp.add_argument("--out-csv", type=Path, required=True)
     return p
 
 

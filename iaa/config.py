@@ -83,6 +83,10 @@ class TrainSettings:
     val_split: str | None = "test"  # monitored each epoch for the curves; never used to select
     val_every: int = 1
     workers: int = 0
+    square_resize: bool = True  # train images resized to resize x resize before the crop (not on CUB)
+    lr_by_loss: dict[str, float] = field(default_factory=dict)  # e.g. {"contrastive": 3e-5} on CUB
+    amp: bool = True  # CUDA only: bfloat16 (or float16 + loss scaling) autocast of the model
+    channels_last: bool = True  # CUDA only: channels-last memory format for the backbone
     iaa: IAASettings = field(default_factory=IAASettings)
     losses: LossSettings = field(default_factory=LossSettings)
 

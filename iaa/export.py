@@ -42,8 +42,9 @@ def export_stage(
         opts = ImageOptions(image_size, resize, workers=workers)
         source = ImageSource(read_manifest(manifest), bench.embed_splits, opts)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    model.to(device)
-    emb = embed_all(model, source, batch_size, device)
+    channels_last = device.type == "cuda" and model.trunk is not None
+    model.to(device, memory_format=torch.channels_last) if channels_last else model.to(device)
+    emb = embed_all(model, source, batch_size, device, channels_last)
     write_embeddings(
         out, emb.numpy(), source.labels, source.splits, source.paths, metadata={"iaa.model": str(model_path)}
     )

@@ -14,14 +14,14 @@ import torch
 from iaa.benchmarks import get_benchmark
 from iaa.data.sources import ImageOptions, ImageSource, embed_all
 from iaa.io import read_manifest, write_embeddings
-from iaa.models.backbone import load_backbone
+from iaa.models.backbone import build_backbone, load_backbone
 
 log = logging.getLogger(__name__)
 
 
 def extract_stage(
     manifest_path: Path,
-    backbone_path: Path,
+    backbone_path: Path | None,
     out: Path,
     *,
     benchmark: str,
@@ -29,15 +29,24 @@ def extract_stage(
     resize: int,
     batch_size: int = 256,
     workers: int = 0,
+    weights: Path | None = None,
+    allow_download: bool = True,
 ) -> int:
+    """Features of every embedded image: from a backbone checkpoint (synth's pretrain stage)
+    or, without one, from the benchmark's ImageNet backbone (weights looked up first)."""
     bench = get_benchmark(benchmark)
+    if backbone_path is not None:
+        backbone, name, _ = load_backbone(str(backbone_path))
+    else:
+        name = bench.arch
+        backbone = build_backbone(name, pretrained=True, weights=weights, allow_download=allow_download)
     manifest = read_manifest(manifest_path)
     source = ImageSource(manifest, bench.embed_splits, ImageOptions(image_size, resize, workers=workers))
-    backbone, name, _ = load_backbone(str(backbone_path))
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    backbone.to(device)
+    channels_last = device.type == "cuda"
+    backbone.to(device, memory_format=torch.channels_last) if channels_last else backbone.to(device)
     log.info("extracting %s features of %d images (%s)", name, len(source), ", ".join(bench.embed_splits))
-    features = embed_all(backbone, source, batch_size, device)
+    features = embed_all(backbone, source, batch_size, device, channels_last)
     write_embeddings(
         out, features.numpy(), source.labels, source.splits, source.paths, metadata={"iaa.backbone": name}
     )

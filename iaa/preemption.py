@@ -48,11 +48,21 @@ class Preempted(BaseException):
         super().__init__(f"received {signal.Signals(signum).name}")
 
 
+def list_checkpoints(checkpoint_dir: Path) -> list[Path]:
+    """``epoch_<N>.pt`` files, oldest first, by epoch number (a name sort puts 1000 before 999)."""
+
+    def epoch(path: Path) -> int:
+        digits = path.stem.removeprefix("epoch_")
+        return int(digits) if digits.isdigit() else -1
+
+    return sorted((p for p in Path(checkpoint_dir).glob("epoch_*.pt") if epoch(p) >= 0), key=epoch)
+
+
 def newest_checkpoint(checkpoint_dir: Path | None) -> Path | None:
     """The checkpoint a rerun would start from (``epoch_NNN.pt``, see iaa.train), if any."""
     if checkpoint_dir is None:
         return None
-    found = sorted(Path(checkpoint_dir).glob("epoch_*.pt"))
+    found = list_checkpoints(Path(checkpoint_dir))
     return found[-1] if found else None
 
 

@@ -16,7 +16,7 @@ from tqdm import tqdm
 
 from iaa.config import PretrainSettings
 from iaa.data.images import contiguous_labels
-from iaa.data.sources import ImageOptions, ImageSource
+from iaa.data.sources import ImageOptions, ImageSource, model_input
 from iaa.io import read_manifest
 from iaa.models.backbone import SynthConvNet, save_backbone
 from iaa.seeding import seed_everything
@@ -55,7 +55,7 @@ def pretrain_stage(
         for x, idx in tqdm(
             source.train_batches(batches), total=steps_per_epoch, desc=f"pretrain {epoch}", leave=False
         ):
-            logits = model(x)
+            logits = model(model_input(x, backbone.input_spec, torch.device("cpu")))
             y = targets[idx]
             loss = nn.functional.cross_entropy(logits, y)
             opt.zero_grad(set_to_none=True)

@@ -18,6 +18,7 @@ number generator is restored with it, reaches the same result as an uninterrupte
 from __future__ import annotations
 
 import csv
+import json
 import logging
 import math
 import time
@@ -33,7 +34,7 @@ from iaa import preemption
 from iaa.config import TrainSettings, to_dict
 from iaa.data.images import contiguous_labels
 from iaa.data.sampler import BalancedBatchSampler
-from iaa.data.sources import FeatureSource, ImageOptions, ImageSource, embed_all
+from iaa.data.sources import FeatureSource, ImageOptions, ImageSource, embed_all, model_input
 from iaa.errors import IAAError, TrainingDivergedError
 from iaa.io import atomic_path, read_embeddings, read_manifest
 from iaa.losses import build_loss
@@ -62,11 +63,16 @@ KEEP_CHECKPOINTS = 2
 
 @dataclass
 class TrainInputs:
-    """Where a run's data come from: features (head mode) or manifest + backbone (finetune)."""
+    """Where a run's data come from: features (head mode), or in finetune mode a manifest and
+    either a backbone checkpoint (synth's pretrain stage) or an ImageNet architecture
+    (``arch``, with its weights file looked up by ``iaa.models.weights``)."""
 
     features: Path | None = None
     manifest: Path | None = None
     backbone: Path | None = None
+    arch: str | None = None
+    weights: Path | None = None  # the weights file or its folder; default: the torch hub cache
+    allow_download: bool = True
 
 
 @dataclass
@@ -111,34 +117,58 @@ def _sources(
         return train, val, model
     if settings.mode != "finetune":
         raise IAAError(f"unknown train mode {settings.mode!r} (head or finetune)")
-    if inputs.manifest is None or inputs.backbone is None:
-        raise IAAError("train in finetune mode needs --manifest and --backbone")
+    if inputs.manifest is None or (inputs.backbone is None and inputs.arch is None):
+        raise IAAError("train in finetune mode needs --manifest and --backbone or --arch")
+    if inputs.backbone is not None:
+        backbone, name, kwargs = load_backbone(str(inputs.backbone))
+        model = EmbeddingModel(
+            settings.embedding_dim, backbone=name, backbone_kwargs=kwargs, head_hidden=settings.head_hidden
+        )
+        assert model.trunk is not None
+        model.trunk.load_state_dict(backbone.state_dict())
+    else:  # ImageNet weights, looked up (and checksummed) before any image is read
+        weights = {"pretrained": True, "weights": inputs.weights, "allow_download": inputs.allow_download}
+        model = EmbeddingModel(
+            settings.embedding_dim,
+            backbone=inputs.arch,
+            backbone_kwargs=weights,
+            head_hidden=settings.head_hidden,
+        )
     manifest = read_manifest(inputs.manifest)
-    opts = ImageOptions(settings.image_size, settings.resize, settings.crop_scale_min, settings.workers)
+    opts = ImageOptions(
+        settings.image_size,
+        settings.resize,
+        settings.crop_scale_min,
+        settings.workers,
+        settings.square_resize,
+    )
     train_src = ImageSource(manifest, ("train",), opts)
     val_src = ImageSource(manifest, (val_split,), opts) if val_split else None
-    backbone, name, kwargs = load_backbone(str(inputs.backbone))
-    model = EmbeddingModel(
-        settings.embedding_dim, backbone=name, backbone_kwargs=kwargs, head_hidden=settings.head_hidden
-    )
-    assert model.trunk is not None
-    model.trunk.load_state_dict(backbone.state_dict())
     return train_src, val_src, model
 
 
-def _optimizer(model: EmbeddingModel, settings: TrainSettings) -> torch.optim.Optimizer:
-    groups = [{"params": model.head.parameters(), "lr": settings.lr * settings.embedding_lr_multiplier}]
+def _optimizer(model: EmbeddingModel, settings: TrainSettings, lr: float) -> torch.optim.Optimizer:
+    """Adam; the embedding layer (the head) learns ``embedding_lr_multiplier`` times faster."""
+    groups = [{"params": model.head.parameters(), "lr": lr * settings.embedding_lr_multiplier}]
     if model.trunk is not None:
-        groups.append({"params": model.trunk.parameters(), "lr": settings.lr})
-    return torch.optim.Adam(groups, lr=settings.lr, weight_decay=settings.weight_decay)
+        groups.append({"params": model.trunk.parameters(), "lr": lr})
+    return torch.optim.Adam(groups, lr=lr, weight_decay=settings.weight_decay)
+
+
+def _precision(settings: TrainSettings, device: torch.device) -> tuple[bool, torch.dtype]:
+    """Mixed precision on CUDA when ``amp``: bfloat16 where the GPU has it (no loss scaling
+    needed), else float16 with a GradScaler. Off on CPU, where it would only slow things."""
+    if not settings.amp or device.type != "cuda":
+        return False, torch.float32
+    return True, torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
 
 def _val_recall_at_1(
-    model: EmbeddingModel, val: FeatureSource | ImageSource | None, device: torch.device
+    model: EmbeddingModel, val: FeatureSource | ImageSource | None, device: torch.device, channels_last: bool
 ) -> float:
     if val is None or len(val) < 2:
         return float("nan")
-    emb = F.normalize(embed_all(model, val, 512, device), dim=1).numpy()
+    emb = F.normalize(embed_all(model, val, 512, device, channels_last), dim=1).numpy()
     return recall_at_k(emb, val.labels, emb, val.labels, [1], exclude_self=True).recall[1]
 
 
@@ -149,12 +179,22 @@ def _checkpoint_path(ckpt_dir: Path, epoch: int) -> Path:
     return ckpt_dir / f"epoch_{epoch:03d}.pt"
 
 
-def _save_checkpoint(ckpt_dir: Path, model, optimizer, scheduler, stats, state: RunState, rngs: dict) -> None:
+def run_fingerprint(settings: TrainSettings, loss_name: str, method: str, seed: int) -> str:
+    """What a checkpoint must have been trained with to be resumed (all but the worker count)."""
+    config = {k: v for k, v in to_dict(settings).items() if k != "workers"}
+    return json.dumps({"settings": config, "loss": loss_name, "method": method, "seed": seed}, sort_keys=True)
+
+
+def _save_checkpoint(
+    ckpt_dir: Path, model, optimizer, scheduler, scaler, stats, state: RunState, rngs: dict, fingerprint: str
+) -> None:
     payload = {
+        "fingerprint": fingerprint,
         "epoch": state.epoch,
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict(),
+        "scaler": scaler.state_dict(),
         "stats": stats.state_dict(),
         "std": state.std,
         "history": state.history,
@@ -163,21 +203,31 @@ def _save_checkpoint(ckpt_dir: Path, model, optimizer, scheduler, stats, state: 
     }
     with atomic_path(_checkpoint_path(ckpt_dir, state.epoch)) as tmp:
         torch.save(payload, tmp)
-    for old in sorted(ckpt_dir.glob("epoch_*.pt"))[:-KEEP_CHECKPOINTS]:
+    for old in preemption.list_checkpoints(ckpt_dir)[:-KEEP_CHECKPOINTS]:
         old.unlink(missing_ok=True)
 
 
-def _resume(ckpt_dir: Path, model, optimizer, scheduler, stats, rngs: dict) -> RunState:
-    """Load the newest readable checkpoint; a corrupt newest one falls back to the one before."""
-    for path in sorted(ckpt_dir.glob("epoch_*.pt"), reverse=True):
+def _resume(
+    ckpt_dir: Path, model, optimizer, scheduler, scaler, stats, rngs: dict, fingerprint: str
+) -> RunState:
+    """Load the newest readable checkpoint of this run; a corrupt newest one falls back to the
+    one before. Checkpoints of other settings (the config changed, so Snakemake reran the job)
+    are deleted: resuming from them would silently mix two configurations."""
+    for path in reversed(preemption.list_checkpoints(ckpt_dir)):
         try:
             payload = torch.load(path, map_location="cpu", weights_only=False)
         except Exception as err:  # a checkpoint cut short by a crash outside atomic_path
             log.warning("skipping unreadable checkpoint %s: %s", path, err)
             continue
+        if payload.get("fingerprint") != fingerprint:
+            log.warning("%s was trained with other settings: starting this run from scratch", path)
+            for old in preemption.list_checkpoints(ckpt_dir):
+                old.unlink(missing_ok=True)
+            return RunState()
         model.load_state_dict(payload["model"])
         optimizer.load_state_dict(payload["optimizer"])
         scheduler.load_state_dict(payload["scheduler"])
+        scaler.load_state_dict(payload["scaler"])
         stats.load_state_dict(payload["stats"])
         for name, g in rngs.items():
             g.set_state(payload["rng"][name])
@@ -215,8 +265,13 @@ def train_stage(
     labels_np, class_ids = contiguous_labels(train_src.labels)
     labels = torch.from_numpy(labels_np)
     num_classes = len(class_ids)
-    model.to(device)
-    optimizer = _optimizer(model, settings)
+    lr = settings.lr_by_loss.get(loss_name, settings.lr)  # e.g. contrastive on CUB: 3e-5 (SPEC 3)
+    amp, amp_dtype = _precision(settings, device)
+    channels_last = settings.channels_last and device.type == "cuda" and model.trunk is not None
+    model.to(device, memory_format=torch.channels_last) if channels_last else model.to(device)
+    spec = model.input_spec
+    scaler = torch.amp.GradScaler("cuda", enabled=amp and amp_dtype == torch.float16)
+    optimizer = _optimizer(model, settings, lr)
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, settings.lr_milestones, settings.lr_gamma)
     stats = ClassStatistics(num_classes, settings.embedding_dim, momentum=settings.iaa.momentum).to(device)
     iterations = max(1, min(len(train_src) // settings.batch_size, settings.max_iterations_per_epoch))
@@ -230,19 +285,24 @@ def train_stage(
     rngs = {"sampler": sampler.generator, "noise": noise}
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
     preemption.remove_stale_temporaries(checkpoint_dir, model_out, history_out)
-    state = _resume(checkpoint_dir, model, optimizer, scheduler, stats, rngs)
+    fingerprint = run_fingerprint(settings, loss_name, method, seed)
+    state = _resume(checkpoint_dir, model, optimizer, scheduler, scaler, stats, rngs, fingerprint)
     correction = use_correction(settings, num_classes)
     ia = settings.iaa
     log.info(
-        "run %s/%s seed %d: %d train images, %d classes, %d iterations/epoch, correction %s, from epoch %d",
-        loss_name, method, seed, len(train_src), num_classes, iterations, correction, state.epoch + 1,
+        "run %s/%s seed %d: %d train images, %d classes, %d iterations/epoch, lr %g, correction %s, "
+        "device %s%s%s, from epoch %d",
+        loss_name, method, seed, len(train_src), num_classes, iterations, lr, correction, device,
+        f", {amp_dtype} autocast" if amp else "", ", channels-last" if channels_last else "", state.epoch + 1,
     )  # fmt: skip
 
     for epoch in range(state.epoch + 1, settings.epochs + 1):
         t0 = time.perf_counter()
         estimated = method == "iaa" and is_estimation_epoch(epoch, ia.start_epoch, ia.update_every)
         if estimated:
-            state.std = _global_estimation(model, train_src, labels, stats, settings, correction, device)
+            state.std = _global_estimation(
+                model, train_src, labels, stats, settings, correction, device, channels_last
+            )
         iaa_active = method == "iaa" and state.std is not None and ia.copies > 0
         lam = lambda_schedule(ia.lam, epoch, settings.epochs)
         model.train()
@@ -253,8 +313,10 @@ def train_stage(
         for it, (x, idx) in enumerate(
             tqdm(batches, total=iterations, desc=f"epoch {epoch}", leave=False, mininterval=5)
         ):
-            x, y = x.to(device, non_blocking=True), labels[idx].to(device)
-            z = model(x)
+            x, y = model_input(x, spec, device, channels_last), labels[idx].to(device)
+            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp):
+                z = model(x)
+            z = z.float()  # statistics, synthesis and the loss stay in float32
             anchors = F.normalize(z, dim=1)
             if iaa_active:
                 assert state.std is not None
@@ -276,12 +338,17 @@ def train_stage(
                     f"the last good checkpoint (epoch {last}) is kept in {checkpoint_dir}"
                 )
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
             total += float(loss.detach())
             count += 1
         scheduler.step()
-        val_r1 = _val_recall_at_1(model, val_src, device) if epoch % settings.val_every == 0 else float("nan")
+        val_r1 = (
+            _val_recall_at_1(model, val_src, device, channels_last)
+            if epoch % settings.val_every == 0
+            else float("nan")
+        )
         row = {
             "epoch": epoch,
             "loss": total / max(count, 1),
@@ -299,7 +366,7 @@ def train_stage(
             "epoch %d/%d loss %.4f val R@1 %.4f%s (%.1fs)",
             epoch, settings.epochs, row["loss"], val_r1, " [IAA]" if iaa_active else "", row["seconds"],
         )  # fmt: skip
-        _save_checkpoint(checkpoint_dir, model, optimizer, scheduler, stats, state, rngs)
+        _save_checkpoint(checkpoint_dir, model, optimizer, scheduler, scaler, stats, state, rngs, fingerprint)
 
     model.cpu()
     save_model(
@@ -326,10 +393,11 @@ def _global_estimation(
     settings: TrainSettings,
     correction: bool,
     device: torch.device,
+    channels_last: bool = False,
 ) -> torch.Tensor:
     """Embed the whole train set, merge it into the statistics, return the σ used for synthesis."""
     ia = settings.iaa
-    raw = embed_all(model, train_src, 512, device).to(device)
+    raw = embed_all(model, train_src, 512, device, channels_last).to(device)
     # n_k of SPEC 2.2 is the class's image count in this pass (the whole train set), not the
     # running count, which grows with every estimation.
     counts = stats.update(raw, labels.to(device))

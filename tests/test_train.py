@@ -69,8 +69,8 @@ def test_a_killed_run_resumes_to_the_same_model(tmp_path, monkeypatch):
     killed = tmp_path / "killed"
     real_save = train_module._save_checkpoint
 
-    def save_then_die(ckpt_dir, model, optimizer, scheduler, stats, state, rngs):
-        real_save(ckpt_dir, model, optimizer, scheduler, stats, state, rngs)
+    def save_then_die(ckpt_dir, model, optimizer, scheduler, scaler, stats, state, rngs, fingerprint):
+        real_save(ckpt_dir, model, optimizer, scheduler, scaler, stats, state, rngs, fingerprint)
         if state.epoch == 2:
             raise KeyboardInterrupt  # stands in for SIGKILL right after the checkpoint
 
@@ -85,6 +85,36 @@ def test_a_killed_run_resumes_to_the_same_model(tmp_path, monkeypatch):
     b = torch.load(killed / "model.pt", weights_only=False)["state_dict"]
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert [r["loss"] for r in resumed] == [r["loss"] for r in reference]
+
+
+def test_checkpoints_of_other_settings_are_not_resumed(tmp_path, monkeypatch, caplog):
+    features = _features(tmp_path / "f.parquet")
+    real_save = train_module._save_checkpoint
+
+    def save_then_die(*args):
+        real_save(*args)
+        if args[6].epoch == 2:  # state
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_module, "_save_checkpoint", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        _run(tmp_path / "a", features)
+    monkeypatch.setattr(train_module, "_save_checkpoint", real_save)
+    # the config changed (Snakemake reruns the job): a fresh run, equal to one from scratch
+    changed = _run(tmp_path / "a", features, lr=2e-3)
+    fresh = _run(tmp_path / "b", features, lr=2e-3)
+    assert "trained with other settings" in caplog.text
+    assert [r["loss"] for r in changed] == [r["loss"] for r in fresh]
+
+
+def test_checkpoints_are_ordered_by_epoch_number_not_name(tmp_path):
+    from iaa.preemption import list_checkpoints, newest_checkpoint
+
+    for epoch in (998, 999, 1000, 1001):
+        (tmp_path / f"epoch_{epoch:03d}.pt").touch()
+    (tmp_path / "epoch_x.pt").touch()
+    assert [p.name for p in list_checkpoints(tmp_path)][-2:] == ["epoch_1000.pt", "epoch_1001.pt"]
+    assert newest_checkpoint(tmp_path).name == "epoch_1001.pt"
 
 
 def test_nan_loss_stops_with_epoch_and_iteration_and_keeps_the_checkpoint(tmp_path, monkeypatch):

@@ -14,15 +14,10 @@ import math
 import torch
 import torch.nn.functional as F
 
-from iaa.data.images import IMAGENET_MEAN, IMAGENET_STD
 
-
-def normalize(images: torch.Tensor) -> torch.Tensor:
-    """uint8 (B,3,H,W) -> float, scaled to [0,1] and standardised with ImageNet statistics."""
-    x = images.float().div_(255.0)
-    mean = torch.tensor(IMAGENET_MEAN, device=x.device).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, device=x.device).view(1, 3, 1, 1)
-    return (x - mean) / std
+def to_unit(images: torch.Tensor) -> torch.Tensor:
+    """uint8 (B,3,H,W) -> float32 in [0, 1]; float input is taken to be in [0, 1] already."""
+    return images.float().div_(255.0) if images.dtype == torch.uint8 else images
 
 
 def random_resized_crop_flip(
@@ -49,13 +44,13 @@ def random_resized_crop_flip(
     theta[:, 0, 2] = cx
     theta[:, 1, 1] = h
     theta[:, 1, 2] = cy
-    x = normalize(images)
+    x = to_unit(images)  # [0, 1]: the backbone's standardisation is affine, so it commutes
     grid = F.affine_grid(theta.to(x.device), [b, x.shape[1], size, size], align_corners=False)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
 
 
 def center_crop(images: torch.Tensor, size: int) -> torch.Tensor:
-    """Center crop of a batch already resized to the eval resolution, then normalised."""
+    """Center crop of a batch already resized to the eval resolution (dtype kept)."""
     h, w = images.shape[-2:]
     top, left = (h - size) // 2, (w - size) // 2
-    return normalize(images[..., top : top + size, left : left + size])
+    return images[..., top : top + size, left : left + size]

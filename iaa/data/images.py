@@ -1,4 +1,8 @@
-"""Images listed in a manifest, as a torch Dataset, with the paper's transforms (SPEC 3)."""
+"""Images listed in a manifest, as a torch Dataset, with the paper's transforms (SPEC 3).
+
+Transforms stop at uint8 pixels: batches cross to the GPU at a quarter of the float size,
+and each backbone's own input convention (``iaa.models.inputs``) is applied there.
+"""
 
 from __future__ import annotations
 
@@ -13,34 +17,25 @@ from torchvision.transforms import v2
 
 from iaa.errors import IAAError
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
-
-def train_transform(image_size: int, crop_scale_min: float = 0.16) -> Callable:
-    """RandomResizedCrop (scale crop_scale_min-1, ratio 3/4-4/3) and horizontal flip."""
-    return v2.Compose(
-        [
-            v2.ToImage(),
-            v2.RandomResizedCrop(image_size, scale=(crop_scale_min, 1.0), antialias=True),
-            v2.RandomHorizontalFlip(),
-            v2.ToDtype(torch.float32, scale=True),
-            v2.Normalize(IMAGENET_MEAN, IMAGENET_STD),
-        ]
-    )
+def train_transform(
+    image_size: int, crop_scale_min: float = 0.16, square_resize: int | None = None
+) -> Callable:
+    """[Resize to square_resize x square_resize], RandomResizedCrop (scale crop_scale_min-1,
+    ratio 3/4-4/3) and horizontal flip; uint8 (3, image_size, image_size)."""
+    steps: list[Callable] = [v2.ToImage()]
+    if square_resize:  # SPEC 3: 256 x 256 first, except on CUB
+        steps.append(v2.Resize((square_resize, square_resize), antialias=True))
+    steps += [
+        v2.RandomResizedCrop(image_size, scale=(crop_scale_min, 1.0), antialias=True),
+        v2.RandomHorizontalFlip(),
+    ]
+    return v2.Compose(steps)
 
 
 def eval_transform(image_size: int, resize: int) -> Callable:
-    """Resize the shorter side to ``resize``, then center-crop ``image_size``."""
-    return v2.Compose(
-        [
-            v2.ToImage(),
-            v2.Resize(resize, antialias=True),
-            v2.CenterCrop(image_size),
-            v2.ToDtype(torch.float32, scale=True),
-            v2.Normalize(IMAGENET_MEAN, IMAGENET_STD),
-        ]
-    )
+    """Resize the shorter side to ``resize``, then center-crop ``image_size``; uint8."""
+    return v2.Compose([v2.ToImage(), v2.Resize(resize, antialias=True), v2.CenterCrop(image_size)])
 
 
 def load_rgb(path: Path) -> Image.Image:

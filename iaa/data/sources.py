@@ -5,6 +5,9 @@ one code path whatever the training mode:
 - ``train_batches(sampler)``: (inputs, row indices) for each index batch the sampler yields,
   with training transforms;
 - ``eval_batches(batch_size)``: (inputs, row indices) over all rows in order, eval transforms.
+
+Image batches are pixels (uint8, or float in [0, 1] after batched augmentation);
+:func:`model_input` moves a batch to the device and applies the model's input convention.
 """
 
 from __future__ import annotations
@@ -19,9 +22,10 @@ from torch.utils.data import DataLoader
 from torchvision.transforms import v2
 from tqdm import tqdm
 
-from iaa.data.augment import center_crop, random_resized_crop_flip
+from iaa.data.augment import center_crop, random_resized_crop_flip, to_unit
 from iaa.data.images import ImageDataset, check_images_exist, eval_transform, load_rgb, train_transform
 from iaa.io import EmbeddingTable, Manifest
+from iaa.models.inputs import InputSpec
 
 
 class FeatureSource:
@@ -57,6 +61,7 @@ class ImageOptions:
     resize: int
     crop_scale_min: float = 0.16
     workers: int = 0
+    square_resize: int | None = None  # train: resize to this square before the random crop
     # Decode every image once into memory (resized to resize x resize) and augment whole
     # batches with tensor ops; "auto" does so when that takes under PRELOAD_LIMIT bytes.
     preload: bool | str = "auto"
@@ -79,7 +84,11 @@ class ImageSource:
         preload = options.preload
         if preload == "auto":
             preload = len(self.files) * 3 * options.resize**2 <= PRELOAD_LIMIT
-        self.images = _decode_all(self.files, options.resize) if preload else None
+        self.images = self._decode_all(self.files, options.resize) if preload else None
+        if self.images is not None and options.square_resize and not self._all_square:
+            # preloaded images are center crops; training wants whole images squashed to a
+            # square first, which differs unless every image is square (synth's are)
+            self.images = None
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -100,7 +109,7 @@ class ImageSource:
             for idx in sampler:
                 yield random_resized_crop_flip(self.images[idx], o.image_size, (o.crop_scale_min, 1.0)), idx
             return
-        dataset = ImageDataset(self.files, train_transform(o.image_size, o.crop_scale_min))
+        dataset = ImageDataset(self.files, train_transform(o.image_size, o.crop_scale_min, o.square_resize))
         batches = [b.tolist() for b in sampler]
         for x, idx in self._loader(dataset, batch_sampler=batches):
             yield x, idx
@@ -115,25 +124,56 @@ class ImageSource:
         dataset = ImageDataset(self.files, eval_transform(o.image_size, o.resize))
         yield from self._loader(dataset, batch_size=batch_size, shuffle=False)
 
+    @property
+    def _all_square(self) -> bool:
+        return self._square_count == len(self.files)
 
-def _decode_all(files: list[Path], resize: int) -> torch.Tensor:
-    """All images as one uint8 tensor (N, 3, resize, resize): shorter side resized, center crop."""
-    prepare = v2.Compose([v2.ToImage(), v2.Resize(resize, antialias=True), v2.CenterCrop(resize)])
-    out = torch.empty(len(files), 3, resize, resize, dtype=torch.uint8)
-    for i, path in enumerate(tqdm(files, desc="decode", leave=False, mininterval=5)):
-        out[i] = prepare(load_rgb(path))
-    return out
+    def _decode_all(self, files: list[Path], resize: int) -> torch.Tensor:
+        """All images as one uint8 tensor (N, 3, resize, resize): shorter side resized, center crop."""
+        prepare = v2.Compose([v2.ToImage(), v2.Resize(resize, antialias=True), v2.CenterCrop(resize)])
+        out = torch.empty(len(files), 3, resize, resize, dtype=torch.uint8)
+        self._square_count = 0
+        for i, path in enumerate(tqdm(files, desc="decode", leave=False, mininterval=5)):
+            image = load_rgb(path)
+            self._square_count += image.width == image.height
+            out[i] = prepare(image)
+        return out
+
+
+def model_input(
+    x: torch.Tensor, spec: InputSpec | None, device: torch.device, channels_last: bool = False
+) -> torch.Tensor:
+    """A batch from a source -> the model's input on ``device``.
+
+    Features (``spec`` None) pass through; pixels become float in [0, 1] on the device (uint8
+    crosses the bus, not float) and then take the backbone's convention (``spec.convert``).
+    """
+    x = x.to(device, non_blocking=True)
+    if spec is None:
+        return x
+    x = spec.convert(to_unit(x))
+    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
 
 
 @torch.no_grad()
 def embed_all(
-    model: torch.nn.Module, source: FeatureSource | ImageSource, batch_size: int, device: torch.device
+    model: torch.nn.Module,
+    source: FeatureSource | ImageSource,
+    batch_size: int,
+    device: torch.device,
+    channels_last: bool = False,
 ) -> torch.Tensor:
-    """Raw model outputs for every row of ``source``, in row order (eval mode, no grad)."""
+    """Raw model outputs for every row of ``source``, in row order (eval mode, no grad).
+
+    ``model`` is an EmbeddingModel or a bare backbone; its ``input_spec`` (None for an
+    embedding head on features) says how pixels are fed to it.
+    """
+    spec = getattr(model, "input_spec", None)
     was_training = model.training
     model.eval()
     chunks = [
-        model(x.to(device, non_blocking=True)).float().cpu() for x, _ in source.eval_batches(batch_size)
+        model(model_input(x, spec, device, channels_last)).float().cpu()
+        for x, _ in source.eval_batches(batch_size)
     ]
     model.train(was_training)
     return torch.cat(chunks) if chunks else torch.empty(0)

@@ -2,9 +2,11 @@
 import copy
 import json
 
+from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 from iaa.benchmarks import get_benchmark
+from iaa.paper import paper_numbers
 from iaa.runs import PRETRAINED, run_name
 
 SCHEMA = workflow.source_path("../schemas/config.schema.yaml")
@@ -61,6 +63,37 @@ def out(bench, *parts):
     return "/".join((RESULTS, bench) + parts)
 
 
+def manifest_of(bench):
+    """Experiments on one dataset (cub200, cub200-resnet50, ...) share its manifest."""
+    return out(get_benchmark(bench).base, "manifest.parquet")
+
+
+def data_root(bench):
+    root = bench_config(bench)["data_root"]
+    if not root:
+        raise WorkflowError(
+            f"benchmark {bench} reads a downloaded dataset: set data_root to the folder holding it "
+            "(e.g. --config data_root=/data/dml); README.md lists the expected layout"
+        )
+    return root
+
+
+def weights_args():
+    """Where train/extract look for ImageNet weights (default: $TORCH_HOME/hub/checkpoints)."""
+    w = config["weights"]
+    return (f"--weights {w['dir']}" if w["dir"] else "") + ("" if w["allow_download"] else " --no-download")
+
+
+for _bench in config["benchmarks"]:
+    if not get_benchmark(_bench).builtin:
+        data_root(_bench)  # a missing data_root fails before any job runs
+
+
+def paper_benchmarks():
+    """Configured benchmarks with published numbers to compare with (iaa.paper)."""
+    return [b for b in config["benchmarks"] if paper_numbers(b)]
+
+
 def all_targets():
     targets = []
     for bench in config["benchmarks"]:
@@ -73,11 +106,13 @@ def all_targets():
         ]
         for run in [PRETRAINED] + training_runs():
             targets += [out(bench, "index", run, f"{split}.faiss") for split in b.index_splits]
+    if paper_benchmarks():
+        targets += [RESULTS + "/tables/paper_comparison.md", RESULTS + "/tables/paper_comparison.csv"]
     return targets
 
 
 wildcard_constraints:
-    bench=r"[a-z0-9][a-z0-9-]*",
+    bench=r"[a-z0-9][a-z0-9_-]*",
     run=r"pretrained|[a-z]+-(baseline|iaa)-seed\d+",
     loss=r"[a-z]+",
     method=r"baseline|iaa",

@@ -1,6 +1,6 @@
 rule pretrain:
     input:
-        manifest=out("{bench}", "manifest.parquet"),
+        manifest=lambda w: manifest_of(w.bench),
     output:
         backbone=out("{bench}", "models", "pretrained_backbone.pt"),
     log:

@@ -1,15 +1,20 @@
 def train_inputs(wildcards):
-    """Head mode trains on extracted features; finetune mode on images from the backbone."""
+    """Head mode trains on extracted features; finetune mode on images, from synth's pretrained
+    backbone or (real datasets) the benchmark's ImageNet backbone."""
     if bench_config(wildcards.bench)["train"]["mode"] == "head":
         return {"features": out(wildcards.bench, "features", "pretrained.parquet")}
-    return {
-        "manifest": out(wildcards.bench, "manifest.parquet"),
-        "backbone": out(wildcards.bench, "models", "pretrained_backbone.pt"),
-    }
+    inputs = {"manifest": manifest_of(wildcards.bench)}
+    if get_benchmark(wildcards.bench).builtin:
+        inputs["backbone"] = out(wildcards.bench, "models", "pretrained_backbone.pt")
+    return inputs
 
 
 def train_input_args(wildcards, input):
-    return " ".join(f"--{name} {path}" for name, path in input.items())
+    args = " ".join(f"--{name} {path}" for name, path in input.items())
+    bench = get_benchmark(wildcards.bench)
+    if "manifest" in input.keys() and not bench.builtin:
+        args += f" --arch {bench.arch} {weights_args()}"
+    return args
 
 
 rule train:
