@@ -130,17 +130,27 @@ def report_stage(
     correlations: list[Path] | None = None,
     table1_md: Path | None = None,
 ) -> pd.DataFrame:
-    metrics: dict[str, dict] = {}
+    """Table III layout per evaluated split (``metrics/<split>/<run>.json``; VehicleID has three)."""
+    by_split: dict[str, dict[str, dict]] = defaultdict(dict)
     for path in metrics_files:
+        path = Path(path)
         try:
             parse_run(path.stem)
         except ValueError as err:
             raise IAAError(f"{path}: {err}") from None
-        metrics[path.stem] = read_json(path)
-    table = build_table(metrics, recall_k, losses)
+        by_split[path.parent.name][path.stem] = read_json(path)
+    tables, sections = [], []
+    for split, metrics in by_split.items():
+        table = build_table(metrics, recall_k, losses)
+        title = benchmark if len(by_split) == 1 else f"{benchmark} ({split})"
+        sections.append(format_markdown(table, title, recall_k))
+        tables.append(wide_table(table).assign(split=split))
+    wide = pd.concat(tables, ignore_index=True)
     with atomic_path(table_csv) as tmp:
-        wide_table(table).to_csv(tmp, index=False, float_format="%.4f")
-    markdown = format_markdown(table, benchmark, recall_k)
+        wide[["split"] + [c for c in wide.columns if c != "split"]].to_csv(
+            tmp, index=False, float_format="%.4f"
+        )
+    markdown = "\n".join(sections)
     with atomic_path(table_md) as tmp:
         tmp.write_text(markdown)
     histories = {p.parent.name: pd.read_csv(p) for p in history_files}
@@ -151,7 +161,9 @@ def report_stage(
         with atomic_path(table1_md) as tmp:
             tmp.write_text(text)
         log.info("\n%s", text)
-    return table
+    return pd.concat(
+        [build_table(m, recall_k, losses).assign(split=s) for s, m in by_split.items()], ignore_index=True
+    )
 
 
 def format_table1(correlations: dict[str, dict], benchmark: str) -> str:

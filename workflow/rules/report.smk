@@ -1,8 +1,8 @@
 def report_inputs(wildcards):
-    split = get_benchmark(wildcards.bench).eval_splits[0]
+    splits = get_benchmark(wildcards.bench).eval_splits
     runs = [PRETRAINED] + training_runs()
     return {
-        "metrics": [out(wildcards.bench, "metrics", split, f"{run}.json") for run in runs],
+        "metrics": [out(wildcards.bench, "metrics", s, f"{run}.json") for s in splits for run in runs],
         "histories": [out(wildcards.bench, "runs", run, "history.csv") for run in training_runs()],
         "correlations": [out(wildcards.bench, "stats", f"{run}.correlation.json") for run in runs],
     }
