@@ -7,6 +7,12 @@
 Reports the median of several repeats. Example::
 
     python benchmarks/bench_core.py --threads 2 --repeats 5
+
+``--write-parquet FILE`` also writes the (a) data as an embeddings Parquet (split ``train``),
+so the whole ``iaa stats`` process can be timed on it::
+
+    python benchmarks/bench_core.py --write-parquet /tmp/sop_like.parquet --skip-losses --repeats 1
+    /usr/bin/time -v iaa --threads 2 stats /tmp/sop_like.parquet --split train --out /tmp/stats.parquet
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
+from iaa.io import write_embeddings
 from iaa.losses import LOSSES, PairLoss, baseline_call, build_loss, iaa_call
 from iaa.method import ClassStatistics, neighbor_correction, synthesize
 
@@ -65,8 +72,15 @@ def bench_statistics(args: argparse.Namespace, device: torch.device) -> None:
     g = torch.Generator().manual_seed(args.seed)
     sizes = long_tailed_sizes(args.classes, args.images, 2, 12, g)
     labels = torch.repeat_interleave(torch.arange(args.classes), sizes)
-    labels = labels[torch.randperm(labels.numel(), generator=g)].to(device)
-    x = (torch.randn(labels.numel(), args.dim, generator=g) * 0.1 + 0.05).to(device)
+    labels = labels[torch.randperm(labels.numel(), generator=g)]
+    x = torch.randn(labels.numel(), args.dim, generator=g) * 0.1 + 0.05
+    if args.write_parquet:
+        n = labels.numel()
+        write_embeddings(
+            args.write_parquet, x.numpy(), labels.numpy(), ["train"] * n, [f"{i}.jpg" for i in range(n)]
+        )
+        print(f"wrote {args.write_parquet}")
+    labels, x = labels.to(device), x.to(device)
     stats = ClassStatistics(args.classes, args.dim).to(device)
     counts: list[torch.Tensor] = []
 
@@ -153,6 +167,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--skip-statistics", action="store_true", help="only run (b)")
     parser.add_argument("--skip-losses", action="store_true", help="only run (a)")
+    parser.add_argument("--write-parquet", help="also write the (a) data as an embeddings Parquet here")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)

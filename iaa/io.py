@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from iaa.errors import IAAError
@@ -170,19 +171,20 @@ def read_embeddings(path: str | os.PathLike[str], splits: list[str] | None = Non
     for col in ("label", "split", "path", "embedding"):
         if col not in table.column_names:
             raise IAAError(f"embeddings file {p} lacks column {col!r}")
+    if splits is not None:
+        # filter in Arrow before anything becomes Python objects: SOP-sized files hold
+        # 120k path strings, and converting only the rows kept halves the read time
+        table = table.filter(pc.is_in(table.column("split"), value_set=pa.array(list(splits), pa.string())))
+        if len(table) == 0:
+            raise IAAError(f"embeddings file {p} has no rows with split in {splits}")
     emb_col = table.column("embedding").combine_chunks()
     if not pa.types.is_fixed_size_list(emb_col.type):
         raise IAAError(f"column 'embedding' of {p} is not a fixed-size list")
     d = emb_col.type.list_size
     values = emb_col.flatten().to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
-    out = EmbeddingTable(
+    return EmbeddingTable(
         embeddings=values.reshape(len(table), d),
         labels=table.column("label").to_numpy().astype(np.int64, copy=False),
-        splits=np.asarray(table.column("split").to_pylist(), dtype=object),
-        paths=np.asarray(table.column("path").to_pylist(), dtype=object),
+        splits=table.column("split").to_numpy(zero_copy_only=False).astype(object, copy=False),
+        paths=table.column("path").to_numpy(zero_copy_only=False).astype(object, copy=False),
     )
-    if splits is not None:
-        out = out.split(*splits)
-        if len(out) == 0:
-            raise IAAError(f"embeddings file {p} has no rows with split in {splits}")
-    return out
