@@ -138,9 +138,9 @@ def _sources(
     opts = ImageOptions(
         settings.image_size,
         settings.resize,
-        settings.crop_scale_min,
-        settings.workers,
-        settings.square_resize,
+        crop_scale_min=settings.crop_scale_min,
+        workers=settings.workers,
+        square_resize=settings.resize if settings.square_resize else None,
     )
     train_src = ImageSource(manifest, ("train",), opts)
     val_src = ImageSource(manifest, (val_split,), opts) if val_split else None
