@@ -120,7 +120,8 @@ def run_case(case: str, args: argparse.Namespace) -> dict:
     from iaa.index import build_index, l2_normalize
 
     faiss.omp_set_num_threads(args.threads)
-    out: dict = {"case": case, "loadavg_start": os.getloadavg()}
+    metrics.SCREEN = args.screen
+    out: dict = {"case": case, "loadavg_start": os.getloadavg(), "screen": args.screen}
     if case in ("sop", "sop-nmi"):
         x, labels, _ = clustered(60_000, 512, args.noise_sop, args.seed)
         out["data"] = {"n": 60_000, "dim": 512, "classes": int(np.unique(labels).size)}
@@ -222,6 +223,10 @@ def main() -> None:
     parser.add_argument("--nprobe", type=int, default=None, help="IVF probes (default min(nlist, 16))")
     parser.add_argument("--nmi-niter", type=int, default=25)
     parser.add_argument("--openblas-coretype", default=None, help="e.g. SkylakeX (AVX-512 CPUs)")
+    parser.add_argument(
+        "--screen", default="auto", choices=["auto", "bfloat16", "float32"],
+        help="iaa.metrics.SCREEN: the blocked pass's product precision before exact re-scoring",
+    )  # fmt: skip
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     parser.add_argument("--run", default=None, help=argparse.SUPPRESS)  # child process
     args = parser.parse_args()

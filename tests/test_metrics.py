@@ -10,10 +10,13 @@ from iaa import metrics as M
 from iaa.index import l2_normalize
 
 
-@pytest.fixture(autouse=True, params=["dense", "blocked"])
+@pytest.fixture(autouse=True, params=["dense", "blocked", "blocked-bf16"])
 def ranking_path(request, monkeypatch):
-    """Every test runs on both exact paths: full score rows and the blocked counting pass."""
-    if request.param == "blocked":
+    """Every test runs on every exact path: full score rows, and the blocked counting pass with
+    float32 products or with bfloat16 screening and float32 re-scoring."""
+    monkeypatch.setattr(M, "SCREEN", "bfloat16" if request.param == "blocked-bf16" else "float32")
+    monkeypatch.setattr(M, "_BF16_FALLBACK_SHARE", 1)  # small blocks: never fall back to float32
+    if request.param.startswith("blocked"):
         monkeypatch.setattr(M, "DENSE_GALLERY_MAX", 0)
     return request.param
 
@@ -276,3 +279,54 @@ def test_collapsed_embeddings_rank_by_gallery_index(rng):
     np.testing.assert_array_equal(ranks, first)
     assert got.map_at_r == pytest.approx(np.nanmean(ap), abs=1e-12)
     assert got.r_precision == pytest.approx(np.nanmean(rp), abs=1e-12)
+
+
+@pytest.mark.parametrize("symmetric", [True, False])
+def test_scores_closer_than_bfloat16_resolution_are_ranked_exactly(symmetric):
+    # Every gallery item sits at a score near 0.6 from its query, spaced 2e-4 apart: far finer
+    # than bfloat16 resolves there (2**-8 = 0.0039), coarser than float32 rounding. Screening
+    # in bfloat16 must hand each of them to the float32 re-scoring, never rank by bf16 values.
+    rng = np.random.default_rng(7)
+    d, per_query, nq = 64, 60, 8
+    rows, labels = [], []
+    for i in range(nq):
+        base = rng.standard_normal(d)
+        base /= np.linalg.norm(base)
+        ortho = rng.standard_normal((per_query, d))
+        ortho -= (ortho @ base)[:, None] * base
+        ortho /= np.linalg.norm(ortho, axis=1, keepdims=True)
+        target = 0.6 + 2e-4 * rng.permutation(per_query)  # cosine to the query
+        items = target[:, None] * base + np.sqrt(1 - target[:, None] ** 2) * ortho
+        rows += [base[None, :], items]
+        labels += [i] + list(np.where(rng.random(per_query) < 0.2, i, nq + rng.integers(0, 50, per_query)))
+    x = np.concatenate(rows).astype(np.float32)
+    y = np.array(labels)
+    if symmetric:
+        p = M._prepare(x, y, x, y, exclude_self=True)
+        ref = brute_force(x, y, x, y, exclude_self=True)
+    else:
+        p = M._prepare(x[:: per_query + 1], y[:: per_query + 1], x, y, exclude_self=False)
+        ref = brute_force(x[:: per_query + 1], y[:: per_query + 1], x, y, exclude_self=False)
+    ranks = M._exact_ranks(p, recall_cap=None, need_map=True, block_size=128)
+    assert_matches(ranks, ref)
+
+
+def test_crowded_blocks_fall_back_to_float32(monkeypatch):
+    # A block with too many pairs to re-score one by one (collapsed embeddings) is multiplied
+    # again in float32; the result must not depend on which blocks did.
+    rng = np.random.default_rng(11)
+    x, labels = clustered(rng, 300, 8, 20, 0.3)
+    monkeypatch.setattr(M, "SCREEN", "bfloat16")
+    monkeypatch.setattr(M, "_BF16_FALLBACK_SHARE", 10**9)  # every block falls back
+    calls = {"n": 0}
+    real = M._float32_scores
+
+    def spy(*args):
+        calls["n"] += 1
+        return real(*args)
+
+    monkeypatch.setattr(M, "_float32_scores", spy)
+    p = M._prepare(x, labels, x, labels, exclude_self=True)
+    ranks = M._exact_ranks(p, recall_cap=None, need_map=True, block_size=64)
+    assert calls["n"] == 0
+    assert_matches(ranks, brute_force(x, labels, x, labels, exclude_self=True))
