@@ -325,7 +325,7 @@ mapfile -t LOG_IDS < <(find "$W/slurm/.snakemake/slurm_logs" -name '*.log' -prin
     die "expected $EXPECTED per-job SLURM logs, found ${#LOG_IDS[@]}"
 # Accounting: records reach slurmdbd shortly after the jobs end.
 sacct_rows() {
-    sacct -X -n -P -a --starttime "$SUBMIT_START" -o JobID,JobName,Partition,Account,State,ExitCode,Comment
+    sacct -X -n -P -a --starttime "$SUBMIT_START" -o JobID,JobName,Partition,Account,State,ExitCode,Comment,Submit,Start,End
 }
 for ((i = 0; i < 30; i++)); do
     n=$(sacct_rows | awk -F'|' '$5 == "COMPLETED"' | wc -l)
