@@ -96,7 +96,7 @@ def stats_stage(
     ps: Sequence[int] = (1, 2, 3, 4),
 ) -> ClassTable:
     """Write the per-class statistics Parquet (and the correlation JSON) of one split."""
-    table = read_embeddings(embeddings_path, splits=[split])
+    table = read_embeddings(embeddings_path, splits=[split], with_paths=False)
     stats = class_table(table.embeddings, table.labels)
     result = neighbor_correction(stats.mean, stats.var, stats.count, k=k, beta=beta, gamma=gamma, tau=tau)
     arrow = pa.table(
