@@ -1,5 +1,5 @@
 # IAA pipeline: prepare -> pretrain (synth) -> extract -> train -> export -> index -> evaluate
-# (+ stats) -> report.
+# (+ stats) -> report, and compare (our numbers next to the paper's) for real benchmarks.
 # `snakemake --cores 8 all` rebuilds every configured benchmark's table; see README.md.
 
 from snakemake.utils import min_version
