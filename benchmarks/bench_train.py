@@ -31,8 +31,8 @@ from torch.utils.data import DataLoader
 
 from iaa.data.datasets.common import build_resized_cache
 from iaa.data.images import ImageDataset, train_transform
-from iaa.data.sources import model_input
-from iaa.losses import build_loss
+from iaa.data.sources import model_forward, place_model
+from iaa.losses import baseline_call, build_loss, iaa_call
 from iaa.method import synthesize
 from iaa.models.embedder import EmbeddingModel
 
@@ -93,7 +93,7 @@ def time_step(args: argparse.Namespace, device: torch.device, method: str) -> No
     amp = device.type == "cuda" and not args.no_amp
     model = EmbeddingModel(512, backbone=args.arch, backbone_kwargs={"pretrained": False})
     channels_last = device.type == "cuda" and not args.no_amp
-    model.to(device, memory_format=torch.channels_last) if channels_last else model.to(device)
+    place_model(model, device, channels_last)
     model.train()
     loss_fn = build_loss(args.loss)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-5, weight_decay=4e-4)
@@ -104,21 +104,18 @@ def time_step(args: argparse.Namespace, device: torch.device, method: str) -> No
         pixels = pixels.pin_memory()
         torch.cuda.reset_peak_memory_stats()
 
-    def step() -> None:
-        x = model_input(pixels, model.input_spec, device, channels_last)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-            z = model(x)
-        z = z.float()
+    def step() -> None:  # the step of iaa.train's loop
+        z = model_forward(
+            model, pixels, device, channels_last=channels_last, autocast_dtype=torch.bfloat16 if amp else None
+        )
         anchors = F.normalize(z, dim=1)
-        source = torch.arange(len(labels), device=device)
         if method == "iaa":
             syn = synthesize(z, labels, std, lam=0.8, copies=args.copies, generator=noise)
-            cands = torch.cat([anchors, F.normalize(syn.embeddings, dim=1)])
-            loss = loss_fn(
-                anchors, labels, cands, torch.cat([labels, syn.labels]), torch.cat([source, syn.source])
+            loss = iaa_call(
+                loss_fn, anchors, labels, F.normalize(syn.embeddings, dim=1), syn.labels, syn.source
             )
         else:
-            loss = loss_fn(anchors, labels, anchors, labels, source)
+            loss = baseline_call(loss_fn, anchors, labels)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

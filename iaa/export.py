@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 from iaa.benchmarks import get_benchmark
-from iaa.data.sources import FeatureSource, ImageOptions, ImageSource, embed_all
+from iaa.data.sources import FeatureSource, ImageOptions, ImageSource, embed_all, place_model
 from iaa.errors import IAAError
 from iaa.io import read_embeddings, read_manifest, write_embeddings
 from iaa.models.embedder import load_model
@@ -43,7 +43,7 @@ def export_stage(
         source = ImageSource(read_manifest(manifest), bench.embed_splits, opts)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     channels_last = device.type == "cuda" and model.trunk is not None
-    model.to(device, memory_format=torch.channels_last) if channels_last else model.to(device)
+    place_model(model, device, channels_last)
     emb = embed_all(model, source, batch_size, device, channels_last)
     write_embeddings(
         out, emb.numpy(), source.labels, source.splits, source.paths, metadata={"iaa.model": str(model_path)}

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from iaa.benchmarks import get_benchmark
-from iaa.data.sources import ImageOptions, ImageSource, embed_all
+from iaa.data.sources import ImageOptions, ImageSource, embed_all, place_model
 from iaa.io import read_manifest, write_embeddings
 from iaa.models.backbone import build_backbone, load_backbone
 
@@ -44,7 +44,7 @@ def extract_stage(
     source = ImageSource(manifest, bench.embed_splits, ImageOptions(image_size, resize, workers=workers))
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     channels_last = device.type == "cuda"
-    backbone.to(device, memory_format=torch.channels_last) if channels_last else backbone.to(device)
+    place_model(backbone, device, channels_last)
     log.info("extracting %s features of %d images (%s)", name, len(source), ", ".join(bench.embed_splits))
     features = embed_all(backbone, source, batch_size, device, channels_last)
     write_embeddings(

@@ -177,12 +177,19 @@ def _canonical_scores(p: _Problem, q_ids: np.ndarray, g_ids: np.ndarray) -> np.n
     order safely (all of them when a collapsed model maps everything to one point, hence
     no per-pair sort here: that made such embeddings take minutes).
     """
-    out = np.empty(q_ids.size, dtype=np.float64)
-    step = max(1, _PAIR_BUDGET // max(1, p.query.shape[1]))
+    return _pair_scores(p.query, p.gallery, q_ids, g_ids, np.float64)
+
+
+def _pair_scores(
+    query: np.ndarray, gallery: np.ndarray, q_ids: np.ndarray, g_ids: np.ndarray, dtype: type
+) -> np.ndarray:
+    """Scores of (query, gallery) pairs computed in ``dtype``, in chunks of bounded memory."""
+    out = np.empty(q_ids.size, dtype=dtype)
+    step = max(1, _PAIR_BUDGET // max(1, query.shape[1]))
     for s0 in range(0, q_ids.size, step):
         s1 = min(q_ids.size, s0 + step)
-        a = p.query[q_ids[s0:s1]].astype(np.float64)
-        b = p.gallery[g_ids[s0:s1]].astype(np.float64)
+        a = query[q_ids[s0:s1]].astype(dtype, copy=False)
+        b = gallery[g_ids[s0:s1]].astype(dtype, copy=False)
         out[s0:s1] = np.einsum("ij,ij->i", a, b)
     return out
 
@@ -443,12 +450,7 @@ def _float32_scores(
     query: np.ndarray, gallery: np.ndarray, q_ids: np.ndarray, g_ids: np.ndarray
 ) -> np.ndarray:
     """Float32 scores of (query, gallery) pairs; any summation order is within _tolerance."""
-    out = np.empty(q_ids.size, dtype=np.float32)
-    step = max(1, _PAIR_BUDGET // max(1, query.shape[1]))
-    for s0 in range(0, q_ids.size, step):
-        s1 = min(q_ids.size, s0 + step)
-        out[s0:s1] = np.einsum("ij,ij->i", query[q_ids[s0:s1]], gallery[g_ids[s0:s1]])
-    return out
+    return _pair_scores(query, gallery, q_ids, g_ids, np.float32)
 
 
 def _bf16_keys(thresholds: np.ndarray) -> np.ndarray:
@@ -527,9 +529,7 @@ def _scan(p: _Problem, counter: _NegativeCounter, block: int, symmetric: bool, o
             return False
         r, c = np.divmod(hot, cols)
         q_ids, g_ids = (c + q_lo, r + g_lo) if transposed else (r + q_lo, c + g_lo)
-        exact = _float32_scores(q, gallery, q_ids, g_ids)
-        if p.exclude_self:
-            exact[q_ids == g_ids] = -np.inf
+        exact = _float32_scores(q, gallery, q_ids, g_ids)  # self never gets here: its bf16 score is -inf
         keep = exact >= tau[q_ids]
         if keep.any():
             counter.add(q_ids[keep], g_ids[keep], exact[keep], q_lo, q_lo + n_q)

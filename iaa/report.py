@@ -139,13 +139,14 @@ def report_stage(
         except ValueError as err:
             raise IAAError(f"{path}: {err}") from None
         by_split[path.parent.name][path.stem] = read_json(path)
-    tables, sections = [], []
+    long_tables, wide_tables, sections = [], [], []
     for split, metrics in by_split.items():
         table = build_table(metrics, recall_k, losses)
         title = benchmark if len(by_split) == 1 else f"{benchmark} ({split})"
         sections.append(format_markdown(table, title, recall_k))
-        tables.append(wide_table(table).assign(split=split))
-    wide = pd.concat(tables, ignore_index=True)
+        long_tables.append(table.assign(split=split))
+        wide_tables.append(wide_table(table).assign(split=split))
+    wide = pd.concat(wide_tables, ignore_index=True)
     with atomic_path(table_csv) as tmp:
         wide[["split"] + [c for c in wide.columns if c != "split"]].to_csv(
             tmp, index=False, float_format="%.4f"
@@ -161,9 +162,7 @@ def report_stage(
         with atomic_path(table1_md) as tmp:
             tmp.write_text(text)
         log.info("\n%s", text)
-    return pd.concat(
-        [build_table(m, recall_k, losses).assign(split=s) for s, m in by_split.items()], ignore_index=True
-    )
+    return pd.concat(long_tables, ignore_index=True)
 
 
 def format_table1(correlations: dict[str, dict], benchmark: str) -> str:

@@ -34,10 +34,10 @@ from iaa import preemption
 from iaa.config import TrainSettings, to_dict
 from iaa.data.images import contiguous_labels
 from iaa.data.sampler import BalancedBatchSampler
-from iaa.data.sources import FeatureSource, ImageOptions, ImageSource, embed_all, model_input
+from iaa.data.sources import FeatureSource, ImageOptions, ImageSource, embed_all, model_forward, place_model
 from iaa.errors import IAAError, TrainingDivergedError
 from iaa.io import atomic_path, read_embeddings, read_manifest
-from iaa.losses import build_loss
+from iaa.losses import baseline_call, build_loss, iaa_call
 from iaa.method import ClassStatistics, lambda_schedule, neighbor_correction, synthesize
 from iaa.metrics import recall_at_k
 from iaa.models.backbone import freeze_batchnorm, load_backbone
@@ -268,8 +268,7 @@ def train_stage(
     lr = settings.lr_by_loss.get(loss_name, settings.lr)  # e.g. contrastive on CUB: 3e-5 (SPEC 3)
     amp, amp_dtype = _precision(settings, device)
     channels_last = settings.channels_last and device.type == "cuda" and model.trunk is not None
-    model.to(device, memory_format=torch.channels_last) if channels_last else model.to(device)
-    spec = model.input_spec
+    place_model(model, device, channels_last)
     scaler = torch.amp.GradScaler("cuda", enabled=amp and amp_dtype == torch.float16)
     optimizer = _optimizer(model, settings, lr)
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, settings.lr_milestones, settings.lr_gamma)
@@ -313,10 +312,11 @@ def train_stage(
         for it, (x, idx) in enumerate(
             tqdm(batches, total=iterations, desc=f"epoch {epoch}", leave=False, mininterval=5)
         ):
-            x, y = model_input(x, spec, device, channels_last), labels[idx].to(device)
-            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp):
-                z = model(x)
-            z = z.float()  # statistics, synthesis and the loss stay in float32
+            y = labels[idx].to(device)
+            # statistics, synthesis and the loss stay in float32 (model_forward's output)
+            z = model_forward(
+                model, x, device, channels_last=channels_last, autocast_dtype=amp_dtype if amp else None
+            )
             anchors = F.normalize(z, dim=1)
             if iaa_active:
                 assert state.std is not None
@@ -325,12 +325,11 @@ def train_stage(
                     class_mean=stats.mean if ia.mean == "fixed" else None,
                     reference_code=ia.reference_code,
                 )  # fmt: skip
-                candidates = torch.cat([anchors, F.normalize(synth.embeddings, dim=1)])
-                cand_labels = torch.cat([y, synth.labels])
-                source = torch.cat([torch.arange(len(y), device=device), synth.source])
+                loss = iaa_call(
+                    loss_fn, anchors, y, F.normalize(synth.embeddings, dim=1), synth.labels, synth.source
+                )
             else:
-                candidates, cand_labels, source = anchors, y, torch.arange(len(y), device=device)
-            loss = loss_fn(anchors, y, candidates, cand_labels, source)
+                loss = baseline_call(loss_fn, anchors, y)
             if not torch.isfinite(loss):
                 last = state.epoch
                 raise TrainingDivergedError(

@@ -84,11 +84,13 @@ class ImageSource:
         preload = options.preload
         if preload == "auto":
             preload = len(self.files) * 3 * options.resize**2 <= PRELOAD_LIMIT
-        self.images = self._decode_all(self.files, options.resize) if preload else None
-        if self.images is not None and options.square_resize and not self._all_square:
-            # preloaded images are center crops; training wants whole images squashed to a
-            # square first, which differs unless every image is square (synth's are)
-            self.images = None
+        self.images = None
+        if preload:
+            self.images, all_square = _decode_all(self.files, options.resize)
+            if options.square_resize and not all_square:
+                # preloaded images are center crops; training wants whole images squashed to
+                # a square first, which differs unless every image is square (synth's are)
+                self.images = None
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -124,20 +126,18 @@ class ImageSource:
         dataset = ImageDataset(self.files, eval_transform(o.image_size, o.resize))
         yield from self._loader(dataset, batch_size=batch_size, shuffle=False)
 
-    @property
-    def _all_square(self) -> bool:
-        return self._square_count == len(self.files)
 
-    def _decode_all(self, files: list[Path], resize: int) -> torch.Tensor:
-        """All images as one uint8 tensor (N, 3, resize, resize): shorter side resized, center crop."""
-        prepare = v2.Compose([v2.ToImage(), v2.Resize(resize, antialias=True), v2.CenterCrop(resize)])
-        out = torch.empty(len(files), 3, resize, resize, dtype=torch.uint8)
-        self._square_count = 0
-        for i, path in enumerate(tqdm(files, desc="decode", leave=False, mininterval=5)):
-            image = load_rgb(path)
-            self._square_count += image.width == image.height
-            out[i] = prepare(image)
-        return out
+def _decode_all(files: list[Path], resize: int) -> tuple[torch.Tensor, bool]:
+    """All images as one uint8 tensor (N, 3, resize, resize), shorter side resized and center
+    cropped; and whether every image was square."""
+    prepare = v2.Compose([v2.ToImage(), v2.Resize(resize, antialias=True), v2.CenterCrop(resize)])
+    out = torch.empty(len(files), 3, resize, resize, dtype=torch.uint8)
+    all_square = True
+    for i, path in enumerate(tqdm(files, desc="decode", leave=False, mininterval=5)):
+        image = load_rgb(path)
+        all_square &= image.width == image.height
+        out[i] = prepare(image)
+    return out, all_square
 
 
 def model_input(
@@ -155,6 +155,30 @@ def model_input(
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x
 
 
+def place_model(model: torch.nn.Module, device: torch.device, channels_last: bool = False) -> None:
+    """Move ``model`` to ``device``, its convolution weights channels-last if asked."""
+    if channels_last:
+        model.to(device, memory_format=torch.channels_last)
+    else:
+        model.to(device)
+
+
+def model_forward(
+    model: torch.nn.Module,
+    x: torch.Tensor,
+    device: torch.device,
+    *,
+    channels_last: bool = False,
+    autocast_dtype: torch.dtype | None = None,
+) -> torch.Tensor:
+    """Raw float32 outputs of ``model`` for a source batch ``x``: its input convention
+    (``input_spec``, None for an embedding head on features), optionally under autocast."""
+    inputs = model_input(x, getattr(model, "input_spec", None), device, channels_last)
+    with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+        out = model(inputs)
+    return out.float()
+
+
 @torch.no_grad()
 def embed_all(
     model: torch.nn.Module,
@@ -165,14 +189,12 @@ def embed_all(
 ) -> torch.Tensor:
     """Raw model outputs for every row of ``source``, in row order (eval mode, no grad).
 
-    ``model`` is an EmbeddingModel or a bare backbone; its ``input_spec`` (None for an
-    embedding head on features) says how pixels are fed to it.
+    ``model`` is an EmbeddingModel or a bare backbone (see :func:`model_forward`).
     """
-    spec = getattr(model, "input_spec", None)
     was_training = model.training
     model.eval()
     chunks = [
-        model(model_input(x, spec, device, channels_last)).float().cpu()
+        model_forward(model, x, device, channels_last=channels_last).cpu()
         for x, _ in source.eval_batches(batch_size)
     ]
     model.train(was_training)
