@@ -56,7 +56,7 @@ def write_jpegs(folder: Path, count: int, size: tuple[int, int], seed: int) -> l
 
 def loader_rate(files: list[Path], workers: int, batch: int, epochs: int = 2) -> float:
     """Images/s of decode + train transform through the DataLoader (mean of ``epochs`` passes)."""
-    dataset = ImageDataset(files, train_transform(224, 0.16, square_resize=256))
+    dataset = ImageDataset(files, train_transform(224, 0.16, square_resize=256, interpolation="bilinear"))
     loader = DataLoader(dataset, batch_size=batch, shuffle=True, num_workers=workers, drop_last=False)
     rates = []
     for _ in range(epochs):

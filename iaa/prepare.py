@@ -33,12 +33,15 @@ def prepare_stage(
     skip_bad_images: bool = False,
     resized_cache: Path | None = None,
     cache_size: int = 256,
+    cache_square: bool = True,
+    cache_interpolation: str = "bilinear",
 ) -> pd.DataFrame:
     """Write the manifest of ``benchmark`` to ``out``.
 
     Synth images are generated under ``data_dir`` (``workers`` processes, default 1);
     a real dataset is read from ``root`` and its images checked by ``workers`` threads
-    (default: one per CPU), optionally shrunk into ``resized_cache``.
+    (default: one per CPU), optionally squashed to ``cache_size`` x ``cache_size`` into
+    ``resized_cache`` (with ``cache_square``; without it, CUB, the originals are kept).
     """
     bench = get_benchmark(benchmark)
     if bench.builtin and bench.synth_variant is not None:
@@ -64,6 +67,8 @@ def prepare_stage(
             skip_bad_images=skip_bad_images,
             resized_cache=None if resized_cache is None else Path(resized_cache),
             cache_size=cache_size,
+            cache_square=cache_square,
+            cache_interpolation=cache_interpolation,
         )
     else:
         raise IAAError(f"benchmark {benchmark!r} has no preparation recipe yet")

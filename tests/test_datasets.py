@@ -318,29 +318,61 @@ def test_corrupt_images_are_counted_or_skipped(tmp_path, caplog):
 # --------------------------------------------------------------------------- resized cache
 
 
-def test_resized_cache_shrinks_big_images_and_skips_fresh_ones(tmp_path, caplog):
-    folder = make_cub(tmp_path / "data")
-    big = "images/001.Bird_1/Bird_1_0.jpg"
+def test_resized_cache_squashes_big_images_and_skips_fresh_ones(tmp_path, caplog):
+    folder = make_sop(tmp_path / "data")
+    big = "bicycle_final/1001_0.JPG"
     _image(folder / big, size=(600, 400))
     cache, out = tmp_path / "cache", tmp_path / "m.parquet"
-    _prepare("cub200", tmp_path / "data", out, resized_cache=cache)
+    _prepare("sop", tmp_path / "data", out, resized_cache=cache)
     manifest = read_manifest(out)
     assert manifest.root == cache.resolve()
     assert all(p.is_file() for p in manifest.absolute_paths())
     with Image.open(cache / big) as img:
-        assert img.size == (384, 256) and img.format == "JPEG"
-    small = "images/002.Bird_2/Bird_2_0.jpg"
+        assert img.size == (256, 256) and img.format == "JPEG"  # squashed: SPEC 3's first step
+    small = "bicycle_final/1002_0.JPG"
     assert (cache / small).read_bytes() == (folder / small).read_bytes()  # never upscaled
     assert not list(cache.rglob("*.tmp"))
 
     stamp = (cache / big).stat().st_mtime_ns
-    _prepare("cub200", tmp_path / "data", out, resized_cache=cache)
+    _prepare("sop", tmp_path / "data", out, resized_cache=cache)
     assert (cache / big).stat().st_mtime_ns == stamp  # fresh: skipped
 
-    _prepare("cub200", tmp_path / "data", out, resized_cache=cache, cache_size=128)
+    _prepare("sop", tmp_path / "data", out, resized_cache=cache, cache_size=128)
     with Image.open(cache / big) as img:
-        assert img.size == (192, 128)
-    assert '"shorter_side": 128' in (cache / CACHE_MARKER).read_text()
+        assert img.size == (128, 128)
+    assert '"square_side": 128' in (cache / CACHE_MARKER).read_text()
+
+    stamp = (cache / big).stat().st_mtime_ns
+    _prepare(
+        "sop", tmp_path / "data", out, resized_cache=cache, cache_size=128, cache_interpolation="lanczos"
+    )
+    assert (cache / big).stat().st_mtime_ns != stamp  # another filter: rebuilt
+    assert '"interpolation": "lanczos"' in (cache / CACHE_MARKER).read_text()
+
+
+def test_no_cache_square_reads_the_originals(tmp_path, caplog):
+    folder = make_cub(tmp_path / "data")
+    _image(folder / "images/001.Bird_1/Bird_1_0.jpg", size=(600, 400))
+    cache, out = tmp_path / "cache", tmp_path / "m.parquet"
+    with caplog.at_level(logging.INFO):
+        _prepare("cub200", tmp_path / "data", out, resized_cache=cache, cache_square=False)
+    assert read_manifest(out).root == folder.resolve()
+    assert not cache.exists() or not any(cache.rglob("*.jpg"))
+    assert any("no resized cache" in r.getMessage() and "\n" not in r.getMessage() for r in caplog.records)
+
+
+def test_bad_cache_interpolation_is_one_line(tmp_path):
+    make_cub(tmp_path)
+    with pytest.raises(
+        IAAError, match="unknown --cache-interpolation 'cubic'; expected one of bilinear, lanczos"
+    ):
+        _prepare(
+            "cub200",
+            tmp_path,
+            tmp_path / "m.parquet",
+            resized_cache=tmp_path / "c",
+            cache_interpolation="cubic",
+        )
 
 
 # --------------------------------------------------------------------------- CLI

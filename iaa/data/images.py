@@ -17,25 +17,68 @@ from torchvision.transforms import v2
 
 from iaa.errors import IAAError
 
+# SPEC 3 says "resize"; the released code resizes with PIL's Lanczos filter (SPEC 2.5 item 9).
+INTERPOLATIONS = {"bilinear": v2.InterpolationMode.BILINEAR, "lanczos": v2.InterpolationMode.LANCZOS}
+
+
+def interpolation_mode(name: str) -> v2.InterpolationMode:
+    """The resizing filter called ``name``: "bilinear" or "lanczos"; anything else is an IAAError."""
+    try:
+        return INTERPOLATIONS[name]
+    except KeyError:
+        known = ", ".join(INTERPOLATIONS)
+        raise IAAError(f"unknown interpolation {name!r}; expected one of {known}") from None
+
+
+def squash(size: int, interpolation: str = "bilinear") -> v2.Resize:
+    """Resize a PIL image to ``size`` x ``size`` whatever its aspect ratio (SPEC 3's 256 x 256)."""
+    return v2.Resize((size, size), interpolation=interpolation_mode(interpolation), antialias=True)
+
+
+# Every geometric step runs on the PIL image and ``ToImage`` comes last: PIL is what the
+# released code resized with, it low-pass filters when shrinking (antialias) for both filters,
+# and torchvision implements Lanczos for PIL images only.
+
 
 def train_transform(
-    image_size: int, crop_scale_min: float = 0.16, square_resize: int | None = None
+    image_size: int,
+    crop_scale_min: float = 0.16,
+    square_resize: int | None = None,
+    interpolation: str = "bilinear",
 ) -> Callable:
-    """[Resize to square_resize x square_resize], RandomResizedCrop (scale crop_scale_min-1,
-    ratio 3/4-4/3) and horizontal flip; uint8 (3, image_size, image_size)."""
-    steps: list[Callable] = [v2.ToImage()]
-    if square_resize:  # SPEC 3: 256 x 256 first, except on CUB
-        steps.append(v2.Resize((square_resize, square_resize), antialias=True))
+    """SPEC 3 training transform of a PIL image -> uint8 tensor (3, image_size, image_size).
+
+    With ``square_resize``: squash to square_resize x square_resize first (every dataset but
+    CUB); without: crop the original image. Then RandomResizedCrop(image_size, scale=
+    (crop_scale_min, 1), ratio=(3/4, 4/3)) and a horizontal flip with probability 1/2.
+    """
+    mode = interpolation_mode(interpolation)
+    steps: list[Callable] = [squash(square_resize, interpolation)] if square_resize else []
     steps += [
-        v2.RandomResizedCrop(image_size, scale=(crop_scale_min, 1.0), antialias=True),
+        v2.RandomResizedCrop(
+            image_size, scale=(crop_scale_min, 1.0), ratio=(3 / 4, 4 / 3), interpolation=mode, antialias=True
+        ),
         v2.RandomHorizontalFlip(),
+        v2.ToImage(),
     ]
     return v2.Compose(steps)
 
 
-def eval_transform(image_size: int, resize: int) -> Callable:
-    """Resize the shorter side to ``resize``, then center-crop ``image_size``; uint8."""
-    return v2.Compose([v2.ToImage(), v2.Resize(resize, antialias=True), v2.CenterCrop(image_size)])
+def eval_transform(
+    image_size: int, resize: int, square: bool = True, interpolation: str = "bilinear"
+) -> Callable:
+    """SPEC 3 test transform of a PIL image -> uint8 tensor (3, image_size, image_size).
+
+    ``square``: squash to resize x resize (the whole image is kept, as in training), then
+    center-crop image_size. Not square (CUB): the shorter side to ``resize``, aspect kept,
+    then center-crop image_size.
+    """
+    first = (
+        squash(resize, interpolation)
+        if square
+        else v2.Resize(resize, interpolation=interpolation_mode(interpolation), antialias=True)
+    )
+    return v2.Compose([first, v2.CenterCrop(image_size), v2.ToImage()])
 
 
 def load_rgb(path: Path) -> Image.Image:

@@ -12,20 +12,32 @@ Image batches are pixels (uint8, or float in [0, 1] after batched augmentation);
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image, UnidentifiedImageError
 from torch.utils.data import DataLoader
 from torchvision.transforms import v2
 from tqdm import tqdm
 
 from iaa.data.augment import center_crop, random_resized_crop_flip, to_unit
-from iaa.data.images import ImageDataset, check_images_exist, eval_transform, load_rgb, train_transform
+from iaa.data.images import (
+    ImageDataset,
+    check_images_exist,
+    eval_transform,
+    interpolation_mode,
+    load_rgb,
+    squash,
+    train_transform,
+)
 from iaa.io import EmbeddingTable, Manifest
 from iaa.models.inputs import InputSpec
+
+log = logging.getLogger(__name__)
 
 
 class FeatureSource:
@@ -57,12 +69,20 @@ class FeatureSource:
 
 @dataclass
 class ImageOptions:
+    """How images become model inputs (SPEC 3); sizes in pixels.
+
+    ``square``: every pass squashes the image to resize x resize first (train: random crop
+    of that; eval: center crop of that); not square (CUB): train crops the original image,
+    eval resizes the shorter side to ``resize``. ``interpolation``: "bilinear" or "lanczos".
+    """
+
     image_size: int
     resize: int
     crop_scale_min: float = 0.16
     workers: int = 0
-    square_resize: int | None = None  # train: resize to this square before the random crop
-    # Decode every image once into memory (resized to resize x resize) and augment whole
+    square: bool = True
+    interpolation: str = "bilinear"
+    # Decode every image once into memory (squashed to resize x resize) and augment whole
     # batches with tensor ops; "auto" does so when that takes under PRELOAD_LIMIT bytes.
     preload: bool | str = "auto"
 
@@ -81,16 +101,16 @@ class ImageSource:
         self.files = manifest.absolute_paths(frame)
         check_images_exist(self.files)
         self.options = options
+        interpolation_mode(options.interpolation)  # an unknown filter fails before any decoding
         preload = options.preload
         if preload == "auto":
             preload = len(self.files) * 3 * options.resize**2 <= PRELOAD_LIMIT
-        self.images = None
-        if preload:
-            self.images, all_square = _decode_all(self.files, options.resize)
-            if options.square_resize and not all_square:
-                # preloaded images are center crops; training wants whole images squashed to
-                # a square first, which differs unless every image is square (synth's are)
-                self.images = None
+        if preload and not options.square and not _all_square(self.files):
+            # Preloaded images are squashed to resize x resize; without ``square`` training
+            # crops the original, which only matches when every image is square already.
+            log.info("not preloading %d images: training crops the originals (square off)", len(self.files))
+            preload = False
+        self.images = _decode_all(self.files, options.resize, options.interpolation) if preload else None
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -111,7 +131,9 @@ class ImageSource:
             for idx in sampler:
                 yield random_resized_crop_flip(self.images[idx], o.image_size, (o.crop_scale_min, 1.0)), idx
             return
-        dataset = ImageDataset(self.files, train_transform(o.image_size, o.crop_scale_min, o.square_resize))
+        square_resize = o.resize if o.square else None
+        transform = train_transform(o.image_size, o.crop_scale_min, square_resize, o.interpolation)
+        dataset = ImageDataset(self.files, transform)
         batches = [b.tolist() for b in sampler]
         for x, idx in self._loader(dataset, batch_sampler=batches):
             yield x, idx
@@ -123,21 +145,33 @@ class ImageSource:
                 idx = torch.arange(start, min(start + batch_size, len(self)))
                 yield center_crop(self.images[idx], o.image_size), idx
             return
-        dataset = ImageDataset(self.files, eval_transform(o.image_size, o.resize))
+        dataset = ImageDataset(self.files, eval_transform(o.image_size, o.resize, o.square, o.interpolation))
         yield from self._loader(dataset, batch_size=batch_size, shuffle=False)
 
 
-def _decode_all(files: list[Path], resize: int) -> tuple[torch.Tensor, bool]:
-    """All images as one uint8 tensor (N, 3, resize, resize), shorter side resized and center
-    cropped; and whether every image was square."""
-    prepare = v2.Compose([v2.ToImage(), v2.Resize(resize, antialias=True), v2.CenterCrop(resize)])
+def _all_square(files: list[Path]) -> bool:
+    """Whether every image is square, from the file headers (no pixels decoded)."""
+    for path in files:
+        try:
+            with Image.open(path) as img:
+                if img.width != img.height:
+                    return False
+        except (OSError, UnidentifiedImageError):
+            return False  # let the DataLoader path name the bad file
+    return True
+
+
+def _decode_all(files: list[Path], resize: int, interpolation: str) -> torch.Tensor:
+    """All images as one uint8 tensor (N, 3, resize, resize), each squashed to resize x resize.
+
+    That is the first step of both SPEC 3 transforms (``images.squash``, the same filter), so
+    a center crop of it is exactly the eval transform and a random crop of it the train one.
+    """
+    prepare = v2.Compose([squash(resize, interpolation), v2.ToImage()])
     out = torch.empty(len(files), 3, resize, resize, dtype=torch.uint8)
-    all_square = True
     for i, path in enumerate(tqdm(files, desc="decode", leave=False, mininterval=5)):
-        image = load_rgb(path)
-        all_square &= image.width == image.height
-        out[i] = prepare(image)
-    return out, all_square
+        out[i] = prepare(load_rgb(path))
+    return out
 
 
 def model_input(

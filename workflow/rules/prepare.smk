@@ -8,6 +8,10 @@ def prepare_args(wildcards):
     args = f"--root {data_root(wildcards.bench)}"
     if cfg["prepare"]["resized_cache"]:
         args += f" --resized-cache {out(wildcards.bench, 'cache')} --cache-size {cfg['prepare']['cache_size']}"
+        # The cache holds the squashed square both transforms start from; where training crops
+        # the original (CUB: square_resize false) it keeps the originals instead (SPEC 3).
+        square = "--cache-square" if cfg["train"]["square_resize"] else "--no-cache-square"
+        args += f" {square} --cache-interpolation {cfg['train']['interpolation']}"
     if cfg["prepare"]["skip_bad_images"]:
         args += " --skip-bad-images"
     return args

@@ -3,8 +3,9 @@
 A reader turns a downloaded dataset folder into a frame with the manifest columns
 ``path`` (relative to that folder, POSIX separators), ``label`` (the dataset's own
 class id), ``split`` and ``class_name``. :func:`prepare_dataset` then checks every
-image, optionally builds a cache of smaller copies, and writes the manifest; every
-problem the user can fix is a one-line :class:`~iaa.errors.IAAError`.
+image, optionally builds a cache of smaller copies (the squashed square that SPEC 3's
+transforms start from; none where training crops the original image, CUB), and writes
+the manifest; every problem the user can fix is a one-line :class:`~iaa.errors.IAAError`.
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ from iaa.io import MANIFEST_COLUMNS, write_json, write_manifest
 log = logging.getLogger(__name__)
 
 CACHE_MARKER = ".iaa-cache.json"
+# The filters of ``iaa.data.images.INTERPOLATIONS``, as PIL applies them (antialiased when shrinking).
+CACHE_FILTERS = {"bilinear": Image.Resampling.BILINEAR, "lanczos": Image.Resampling.LANCZOS}
 _MISSING = "missing"
 _EXAMPLES = 3  # bad files named in a message; the rest are only counted
 _CHUNK = 256  # paths per pool task: per-task overhead would dominate a header check
@@ -220,24 +223,29 @@ def _write_atomic(dst: Path, write: Callable[[Path], None]) -> None:
         raise
 
 
-def _cache_one(src: Path, dst: Path, size: int) -> str | None:
-    """Resize ``src`` so its shorter side is ``size`` into ``dst``; None on success or skip."""
+def _cache_one(src: Path, dst: Path, size: int, resample: Image.Resampling) -> str | None:
+    """Squash ``src`` to ``size`` x ``size`` into ``dst`` with filter ``resample``; None on
+    success or skip.
+
+    That squash is the first step of SPEC 3's train and eval transforms on every dataset but
+    CUB, so the pipeline's own resize of the cached copy is a no-op and its crops are the
+    crops of the original, up to JPEG noise.
+    """
     try:
         if dst.is_file() and dst.stat().st_mtime >= src.stat().st_mtime:
             return None
         with Image.open(src) as img:
             w, h = img.size
-            if min(w, h) <= size:
-                # Never upscale: the training transform resizes anyway; keep the original bytes.
+            if w <= size and h <= size:
+                # Never upscale: the pipeline squashes the original the same way; keep its bytes.
                 _write_atomic(dst, lambda tmp: shutil.copyfile(src, tmp))
                 return None
-            scale = size / min(w, h)
-            new = (size, max(1, round(h * scale))) if w <= h else (max(1, round(w * scale)), size)
+            new = (size, size)
             img.draft(None, new)  # JPEG: decode at 1/2, 1/4 or 1/8 scale when that is still >= new
             fmt = _save_format(dst)
             keep = ("RGB", "L", "CMYK") if fmt == "JPEG" else ("RGB", "L", "RGBA")
             out = img if img.mode in keep else img.convert("RGB")
-            out = out.resize(new, Image.Resampling.LANCZOS)
+            out = out.resize(new, resample)
             options = {"quality": 95} if fmt == "JPEG" else {}
             _write_atomic(dst, lambda tmp: out.save(tmp, format=fmt, **options))
     except FileNotFoundError:
@@ -249,39 +257,63 @@ def _cache_one(src: Path, dst: Path, size: int) -> str | None:
     return None
 
 
-def _cached_size(cache_dir: Path) -> int | None:
+def cache_filter(interpolation: str) -> Image.Resampling:
+    """PIL's filter for a ``--cache-interpolation`` name; an unknown name is an IAAError."""
     try:
-        return int(json.loads((cache_dir / CACHE_MARKER).read_text())["shorter_side"])
-    except (OSError, ValueError, KeyError, TypeError):
+        return CACHE_FILTERS[interpolation]
+    except KeyError:
+        known = ", ".join(CACHE_FILTERS)
+        raise IAAError(f"unknown --cache-interpolation {interpolation!r}; expected one of {known}") from None
+
+
+def _cached_recipe(cache_dir: Path) -> dict | None:
+    """What the cache's marker says its files are (None: no marker, or an unreadable one)."""
+    try:
+        recipe = json.loads((cache_dir / CACHE_MARKER).read_text())
+    except (OSError, ValueError):
         return None
+    return recipe if isinstance(recipe, dict) else None
 
 
 def build_resized_cache(
-    folder: Path, relpaths: Sequence[str], cache_dir: Path, size: int, threads: int
+    folder: Path,
+    relpaths: Sequence[str],
+    cache_dir: Path,
+    size: int,
+    threads: int,
+    interpolation: str = "bilinear",
 ) -> dict[str, str]:
-    """Write ``cache_dir/<relpath>`` for every image, shorter side ``size``; return failures.
+    """Write ``cache_dir/<relpath>`` for every image, squashed to ``size`` x ``size``; return
+    failures (relative path -> why).
 
     Files already present and at least as new as their source are kept. A marker file
-    records the size: after a size change the old files would look fresh, so they are
-    removed before the marker changes, and an interrupted rebuild cannot leave a mix.
+    records the recipe (size, squash, filter): after a change the old files would look
+    fresh, so they are removed before the marker changes, and an interrupted rebuild cannot
+    leave a mix (a marker of the old shorter-side caches differs too).
     """
     if size < 1:
         raise IAAError(f"--cache-size must be >= 1, got {size}")
+    resample = cache_filter(interpolation)
     if cache_dir.resolve() == folder.resolve():
         raise IAAError(f"the resized cache {cache_dir} is the dataset folder itself; choose another folder")
     cache_dir.mkdir(parents=True, exist_ok=True)
-    previous = _cached_size(cache_dir)
-    if previous is not None and previous != size:
-        log.info("resized cache %s holds shorter side %d, not %d: rebuilding", cache_dir, previous, size)
+    recipe = {"square_side": size, "interpolation": interpolation}
+    previous = _cached_recipe(cache_dir)
+    if previous is not None and previous != recipe:
+        log.info("resized cache %s holds %s, not %s: rebuilding", cache_dir, previous, recipe)
         _map_chunked(lambda rel: (cache_dir / rel).unlink(missing_ok=True), relpaths, threads)
-    write_json(cache_dir / CACHE_MARKER, {"shorter_side": size})
+    write_json(cache_dir / CACHE_MARKER, recipe)
     t0 = time.perf_counter()
-    failures = _map_chunked(lambda rel: _cache_one(folder / rel, cache_dir / rel, size), relpaths, threads)
+    failures = _map_chunked(
+        lambda rel: _cache_one(folder / rel, cache_dir / rel, size, resample), relpaths, threads
+    )
     log.info(
-        "resized cache %s: %d image(s), shorter side %d, in %.1fs",
+        "resized cache %s: %d image(s), %d x %d (%s), in %.1fs",
         cache_dir,
         len(relpaths),
         size,
+        size,
+        interpolation,
         time.perf_counter() - t0,
     )
     return failures
@@ -313,12 +345,20 @@ def prepare_dataset(
     skip_bad_images: bool = False,
     resized_cache: Path | None = None,
     cache_size: int = 256,
+    cache_square: bool = True,
+    cache_interpolation: str = "bilinear",
 ) -> pd.DataFrame:
     """Read, check and (optionally) shrink a downloaded dataset; write its manifest to ``out``.
 
     Nothing is written to ``out`` unless every check passes. The manifest's root is the
-    dataset folder, or ``resized_cache`` when given, so later stages read the small files.
+    dataset folder, or ``resized_cache`` when given, so later stages read the small files:
+    copies squashed to ``cache_size`` x ``cache_size`` with ``cache_interpolation``
+    (``cache_square``, the benchmark's ``train.square_resize``). Without ``cache_square``
+    (CUB) training crops the original image, and a crop of any smaller copy would be
+    blurrier, so no cache is built and the manifest points at the originals.
     """
+    if resized_cache is not None:
+        cache_filter(cache_interpolation)  # a bad name fails before the images are checked
     folder = locate_folder(reader, Path(root))
     frame = reader.read(folder).loc[:, list(MANIFEST_COLUMNS)].reset_index(drop=True)
     if frame.empty:
@@ -330,9 +370,18 @@ def prepare_dataset(
     log.info("%s: checked %d image(s) in %.1fs", reader.name, len(unique), time.perf_counter() - t0)
     frame = drop_bad_images(frame, problems, reader.name, folder, skip_bad_images)
     manifest_root = folder
-    if resized_cache is not None:
+    if resized_cache is not None and not cache_square:
+        log.info(
+            "%s: no resized cache: training crops the original images (--no-cache-square), and a "
+            "crop of a smaller copy would be blurrier; the manifest points at %s",
+            reader.name,
+            folder,
+        )
+    elif resized_cache is not None:
         unique = frame["path"].drop_duplicates().tolist()
-        failures = build_resized_cache(folder, unique, Path(resized_cache), cache_size, threads)
+        failures = build_resized_cache(
+            folder, unique, Path(resized_cache), cache_size, threads, interpolation=cache_interpolation
+        )
         frame = drop_bad_images(frame, failures, reader.name, folder, skip_bad_images)
         manifest_root = Path(resized_cache)
     warn_if_unofficial(reader, frame)
