@@ -1,10 +1,13 @@
 """The paper's backbones (SPEC 3): shapes, BN-Inception's Caffe layout, input conventions, and
-the ImageNet weight lookup (hub cache, explicit path, checksum, download refusal)."""
+the ImageNet weight lookup (hub cache, explicit path, checksum, download refusal); and the
+released code's model options (SPEC 2.5 items 7-8): embedding-layer init, max + average
+pooling, GoogLeNet without input rescaling."""
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
+import math
 import urllib.error
 from pathlib import Path
 
@@ -15,7 +18,15 @@ from torch import nn
 
 import iaa.models.weights as weights_module
 from iaa.errors import IAAError
-from iaa.models import EmbeddingModel, build_backbone, freeze_batchnorm, load_model, save_model
+from iaa.models import (
+    EmbeddingModel,
+    architecture_kwargs,
+    backbone_options,
+    build_backbone,
+    freeze_batchnorm,
+    load_model,
+    save_model,
+)
 from iaa.models.bn_inception import BNInception
 from iaa.models.inputs import CAFFE_BGR, IMAGENET_RGB
 
@@ -187,18 +198,38 @@ def test_caffe_style_file_in_the_hub_cache_round_trips(hub, monkeypatch):
     with torch.no_grad():
         logits = src.eval()(x)
         torch.testing.assert_close(src.last_linear(trunk(x)), logits, rtol=1e-4, atol=1e-4)
+    # The released code's pooling has no parameters: the same file loads, tensor for tensor.
+    other = build_backbone("bn_inception", allow_download=False, pooling="max_avg").state_dict()
+    assert other.keys() == trunk.state_dict().keys()
+    assert all(torch.equal(other[k], v) for k, v in trunk.state_dict().items())
 
 
-def test_torchvision_googlenet_file_at_an_explicit_path_round_trips(tmp_path, hub, monkeypatch):
-    """The file has the classifier and the auxiliary heads; the trunk drops them."""
+@pytest.mark.parametrize("transform_input", [True, False])
+def test_torchvision_googlenet_file_at_an_explicit_path_round_trips(
+    tmp_path, hub, monkeypatch, transform_input
+):
+    """The file has the classifier and the auxiliary heads; the trunk drops them. It loads with
+    and without torchvision's input rescaling, and conv1 sees what each setting promises:
+    (u - 0.5) / 0.5 of the [0, 1] image u (True, the paper), or the ImageNet-standardised
+    input itself (False, the released code's model/backbone/googlenet.py)."""
     torch.manual_seed(2)
     src = torchvision.models.googlenet(weights=None, aux_logits=True, transform_input=True, init_weights=True)
     path = _publish(src.state_dict(), tmp_path, "googlenet", 8)
     _register(monkeypatch, "googlenet", path)
-    trunk = build_backbone("googlenet", weights=path, allow_download=False).eval()
-    x = IMAGENET_RGB.convert(torch.rand(2, 3, 64, 64))
+    trunk = build_backbone("googlenet", weights=path, allow_download=False, transform_input=transform_input)
+    trunk.eval()
+    seen: list[torch.Tensor] = []
+    trunk.conv1.register_forward_pre_hook(lambda module, args: seen.append(args[0].clone()))
+    u = torch.rand(2, 3, 64, 64)
+    x = IMAGENET_RGB.convert(u)
+    src.transform_input = transform_input  # torchvision's own module, same weights and setting
     with torch.no_grad():
         torch.testing.assert_close(src.fc(trunk(x)), src.eval()(x), rtol=1e-4, atol=1e-4)
+    (first,) = seen
+    if transform_input:
+        torch.testing.assert_close(first, (u - 0.5) / 0.5, rtol=1e-5, atol=1e-5)
+    else:
+        assert torch.equal(first, x)
     # A folder holding the file works too.
     build_backbone("googlenet", weights=tmp_path, allow_download=False)
 
@@ -260,3 +291,155 @@ def test_embedding_model_round_trip_needs_no_weights_file(tmp_path, hub, monkeyp
     x = IMAGENET_RGB.convert(torch.rand(2, 3, 64, 64))
     with torch.no_grad():
         torch.testing.assert_close(loaded.eval()(x), model.eval()(x))
+
+
+# --------------------------------------------------------------------------- released-code options
+
+
+def _linears(head: nn.Module) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """(weight, bias) of each Linear layer of ``head``, in order, as float64 without grad."""
+    return [(m.weight.detach().double(), m.bias.detach()) for m in head.modules() if isinstance(m, nn.Linear)]
+
+
+def test_head_init_kaiming_fan_out_has_the_fan_out_spread():
+    """Released code (model/embedding.py): kaiming_normal_(a=0, mode="fan_out"), bias 0, so
+    std = sqrt(2) / sqrt(out_features); torch's default is uniform in +-1/sqrt(in_features)."""
+    torch.manual_seed(4)
+    ((w, b),) = _linears(EmbeddingModel(512, in_dim=1024, head_init="kaiming_fan_out").head)
+    assert w.shape == (512, 1024)
+    fan_out_std = math.sqrt(2 / 512)  # gain sqrt(2 / (1 + a^2)) with a = 0, over sqrt(fan_out)
+    assert abs(float(w.std()) / fan_out_std - 1) < 0.02
+    assert abs(float(w.mean())) < 1e-3
+    assert torch.count_nonzero(b) == 0
+    assert float(w.abs().max()) > 4 * fan_out_std  # a normal's tails, not a uniform's
+
+    torch.manual_seed(4)
+    ((w0, b0),) = _linears(EmbeddingModel(512, in_dim=1024).head)
+    bound = 1 / math.sqrt(1024)
+    assert float(w0.abs().max()) <= bound
+    assert abs(float(w0.std()) / (bound / math.sqrt(3)) - 1) < 0.02  # uniform(-c, c): std c/sqrt(3)
+    assert float(w0.std()) < 0.5 * float(w.std())
+    assert torch.count_nonzero(b0) > 0
+
+    # Both layers of a hidden head: fan-out 256, then 512.
+    torch.manual_seed(4)
+    (w1, b1), (w2, b2) = _linears(
+        EmbeddingModel(512, in_dim=1024, head_hidden=256, head_init="kaiming_fan_out").head
+    )
+    assert abs(float(w1.std()) / math.sqrt(2 / 256) - 1) < 0.02
+    assert abs(float(w2.std()) / math.sqrt(2 / 512) - 1) < 0.02
+    assert torch.count_nonzero(b1) == torch.count_nonzero(b2) == 0
+
+    with pytest.raises(IAAError) as excinfo:
+        EmbeddingModel(8, in_dim=4, head_init="xavier")
+    assert "xavier" in _one_line_error(excinfo) and "kaiming_fan_out" in str(excinfo.value)
+
+
+def _last_feature_map(net: nn.Module, name: str, seen: list[torch.Tensor]) -> None:
+    """Record the feature map the global pool reduces: ResNet's layer4 output; BN-Inception's
+    concatenated 5b block, which no module outputs, so the input of its pool."""
+    if name == "resnet50":
+        net.layer4.register_forward_hook(lambda module, args, out: seen.append(out.clone()))
+    else:
+        net.global_pool.register_forward_pre_hook(lambda module, args: seen.append(args[0].clone()))
+
+
+@pytest.mark.parametrize("name, head", [("bn_inception", "last_linear."), ("resnet50", "fc.")])
+def test_pooling_is_average_or_max_plus_average(name, head):
+    """Released code (GMP_and_GAP): global max + global average pooling, summed; the paper:
+    average. No parameters: a state dict laid out as the ImageNet file (trunk + classifier)
+    loads into either."""
+    side = 64  # last map 2x2 for both nets: max and mean differ, and it stays fast
+    outs, maps = {}, {}
+    for pooling in ("avg", "max_avg"):
+        torch.manual_seed(5)
+        net = build_backbone(name, pretrained=False, pooling=pooling).eval()
+        seen: list[torch.Tensor] = []
+        _last_feature_map(net, name, seen)
+        torch.manual_seed(6)
+        x = net.input_spec.convert(torch.rand(2, 3, side, side))
+        with torch.no_grad():
+            outs[pooling] = net(x)
+        (maps[pooling],) = seen
+        fmap = maps[pooling]
+        assert fmap.shape == (2, net.feature_dim, 2, 2)
+        expected = fmap.mean((2, 3)) + (fmap.amax((2, 3)) if pooling == "max_avg" else 0)
+        torch.testing.assert_close(outs[pooling], expected)
+        if pooling == "avg":
+            avg_state = net.state_dict()
+        else:  # the ImageNet file's keys: the trunk's plus a classifier that fit_state_dict drops
+            fake_file = {**avg_state, head + "weight": torch.zeros(1000, net.feature_dim)}
+            fitted = weights_module.fit_state_dict(net, fake_file, weights_module.WEIGHTS[name], "fake")
+            net.load_state_dict(fitted, strict=True)
+    torch.testing.assert_close(maps["max_avg"], maps["avg"])  # same seed, same trunk
+    assert not torch.allclose(outs["max_avg"], outs["avg"])
+
+    with pytest.raises(IAAError) as excinfo:
+        build_backbone(name, pretrained=False, pooling="gem")
+    assert "gem" in _one_line_error(excinfo) and "max_avg" in str(excinfo.value)
+
+
+def test_backbone_options_pick_what_applies_to_each_arch():
+    opts = {"pooling": "max_avg", "googlenet_transform_input": False}
+    assert backbone_options("synth", **opts) == {}
+    assert backbone_options("googlenet", **opts) == {"transform_input": False}
+    assert backbone_options("bn_inception", **opts) == {"pooling": "max_avg"}
+    assert backbone_options("resnet50", **opts) == {"pooling": "max_avg"}
+    assert backbone_options("resnet50", pooling="avg", googlenet_transform_input=True) == {"pooling": "avg"}
+    assert backbone_options("googlenet", pooling="avg", googlenet_transform_input=True) == {
+        "transform_input": True
+    }
+    # What it returns builds; synth and googlenet take no pooling: the helper leaves it out and
+    # a direct pooling keyword is refused (the released GoogLeNet keeps average pooling).
+    assert build_backbone("synth", pretrained=False, **backbone_options("synth", **opts)).feature_dim == 128
+    for arch in ("synth", "googlenet"):
+        with pytest.raises(IAAError) as excinfo:
+            build_backbone(arch, pretrained=False, pooling="max_avg")
+        assert "pooling" in _one_line_error(excinfo)
+    for bad, word in (
+        ({"pooling": "gem", "googlenet_transform_input": True}, "gem"),
+        ({"pooling": "avg", "googlenet_transform_input": "false"}, "googlenet_transform_input"),
+    ):
+        with pytest.raises(IAAError) as excinfo:
+            backbone_options("synth", **bad)
+        assert word in _one_line_error(excinfo)
+    with pytest.raises(IAAError, match="unknown backbone 'vgg16'"):
+        backbone_options("vgg16", **opts)
+
+
+def test_released_options_survive_the_checkpoint_round_trip(tmp_path):
+    """pooling is an architecture keyword (kept by architecture_kwargs), head_init a model
+    option (kept in config); a checkpoint without head_init (older) still loads."""
+    assert architecture_kwargs({"pretrained": True, "weights": "w.pth", "pooling": "max_avg"}) == {
+        "pooling": "max_avg",
+        "pretrained": False,
+    }
+    torch.manual_seed(7)
+    kwargs = {
+        "pretrained": False,
+        **backbone_options("bn_inception", pooling="max_avg", googlenet_transform_input=False),
+    }
+    model = EmbeddingModel(
+        16, backbone="bn_inception", backbone_kwargs=kwargs, head_init="kaiming_fan_out"
+    ).eval()
+    assert model.config["head_init"] == "kaiming_fan_out"
+    assert model.config["backbone_kwargs"]["pooling"] == "max_avg"
+    save_model(tmp_path / "model.pt", model)
+    loaded = load_model(tmp_path / "model.pt").eval()
+    assert loaded.config == model.config
+    x = CAFFE_BGR.convert(torch.rand(2, 3, 64, 64))
+    with torch.no_grad():
+        want = model(x)
+        torch.testing.assert_close(loaded(x), want, rtol=0, atol=0)
+        # Had the pooling been lost, the same weights would give other embeddings.
+        plain = EmbeddingModel(16, backbone="bn_inception", backbone_kwargs={"pretrained": False}).eval()
+        plain.load_state_dict(model.state_dict())
+        assert not torch.allclose(plain(x), want)
+
+    payload = torch.load(tmp_path / "model.pt", weights_only=False)
+    del payload["config"]["head_init"]
+    torch.save(payload, tmp_path / "old.pt")
+    old = load_model(tmp_path / "old.pt").eval()
+    assert "head_init" not in old.config
+    with torch.no_grad():
+        torch.testing.assert_close(old(x), want, rtol=0, atol=0)

@@ -7,6 +7,10 @@
 - ``synth``: a small CNN that trains in seconds on two CPU cores; its weights come from
   the ``pretrain`` stage, not ImageNet.
 
+Released-code options (SPEC 2.5 item 8), each an architecture keyword of its own:
+``pooling`` ("avg" or "max_avg") for bn_inception and resnet50, ``transform_input`` for
+googlenet; ``backbone_options`` picks the ones that apply to an architecture.
+
 The synth backbone is four conv-BN-ReLU stages (width, 2w, 4w, 8w channels) with max
 pooling between them and global average pooling at the end: at 32 px it is ~4 M
 multiply-adds per image for width 16, so a CPU core pushes thousands of images a second,
@@ -26,6 +30,7 @@ from iaa.errors import IAAError
 from iaa.models.bn_inception import BNInception
 from iaa.models.googlenet import GoogLeNetTrunk
 from iaa.models.inputs import IMAGENET_RGB
+from iaa.models.pooling import POOLINGS
 from iaa.models.resnet import ResNet50Trunk
 from iaa.models.weights import WEIGHTS, load_pretrained, locate_weights
 
@@ -105,6 +110,34 @@ def build_backbone(
     if path is not None:
         load_pretrained(module, name, path)
     return module
+
+
+def backbone_options(arch: str, *, pooling: str, googlenet_transform_input: bool) -> dict[str, Any]:
+    """The constructor keywords among the released-code options that apply to ``arch``, for
+    the trainer to merge into its backbone kwargs without knowing each architecture.
+
+    - ``pooling`` ("avg" or "max_avg", see pooling.py) -> ``{"pooling": ...}`` for
+      bn_inception and resnet50, whose released versions end in max + average pooling;
+    - ``googlenet_transform_input`` -> ``{"transform_input": ...}`` for googlenet;
+    - synth: ``{}``.
+    An option that does not apply is ignored, so one recipe (e.g. the released code's) serves
+    every architecture: the released GoogLeNet keeps average pooling (model/backbone/googlenet.py)
+    and the others have no input rescaling to switch. ``pooling`` is still checked for every
+    arch, so a misspelt value fails whatever the arch. Source: SPEC 2.5 item 8; the released
+    code's model/backbone/{bninception,resnet,googlenet}.py. Unknown ``arch`` or ``pooling``,
+    or a non-bool ``googlenet_transform_input``: IAAError (one line).
+    """
+    if arch not in BACKBONES:
+        raise IAAError(f"unknown backbone {arch!r}; known: {', '.join(BACKBONES)}")
+    if pooling not in POOLINGS:
+        raise IAAError(f"unknown pooling {pooling!r}; known: {', '.join(POOLINGS)}")
+    if not isinstance(googlenet_transform_input, bool):  # bool("false") would be True
+        raise IAAError(f"googlenet_transform_input must be true or false, got {googlenet_transform_input!r}")
+    if arch in ("bn_inception", "resnet50"):
+        return {"pooling": pooling}
+    if arch == "googlenet":
+        return {"transform_input": googlenet_transform_input}
+    return {}
 
 
 def architecture_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:

@@ -5,7 +5,9 @@ pretrained-models (``bn_inception-52deb4733.pth``): ``conv1_7x7_s2``, ``conv1_7x
 ``inception_3a_1x1``, ``inception_3a_1x1_bn``, ..., ``last_linear``; every convolution has a
 bias and is followed by an affine BatchNorm (eps 1e-5) and a ReLU. Inputs follow the Caffe
 convention (BGR, 0-255, mean [104, 117, 128]). At 224 px the last block is 7x7x1024 and the
-global average pool gives the 1024-d feature.
+global pool gives the 1024-d feature: average pooling (the paper), or with ``pooling="max_avg"``
+max + average pooling summed, as the authors' released code does (model/backbone/bninception.py,
+SPEC 2.5 item 8; pooling.py). The pool has no parameters, so the converted file loads either way.
 
 The network is built from ``BLOCKS``, one row per Inception block; modules are registered
 flat on the top-level module under their Caffe names so the converted file loads as is.
@@ -20,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from iaa.models.inputs import CAFFE_BGR
+from iaa.models.pooling import global_pool
 
 
 class Block(NamedTuple):
@@ -75,13 +78,16 @@ class BNInception(nn.Module):
 
     ``num_classes`` adds the ImageNet classifier ``last_linear`` (the converted file's full
     key set; forward then returns logits); the backbone used for embeddings has none.
+    ``pooling``: the global pool over the last 1024-channel map, ``"avg"`` or ``"max_avg"``
+    (see pooling.py); an unknown name is an IAAError.
     """
 
     feature_dim = 1024
     input_spec = CAFFE_BGR
 
-    def __init__(self, num_classes: int | None = None) -> None:
+    def __init__(self, num_classes: int | None = None, pooling: str = "avg") -> None:
         super().__init__()
+        final_pool = global_pool(pooling)  # first: a bad name fails before the network is built
         self._stem: list[tuple[str, str | None]] = []
         cin = 3
         for name, cout, k, stride, pool in STEM:
@@ -110,7 +116,7 @@ class BNInception(nn.Module):
             self._blocks.append(branches)
             cin = b.c1x1 + b.c3x3 + b.double + (b.proj or cin)
         assert cin == self.feature_dim
-        self.global_pool = nn.AdaptiveAvgPool2d(1)
+        self.global_pool = final_pool
         self.last_linear = nn.Linear(cin, num_classes) if num_classes else None
 
     def _unit(self, name: str, cin: int, cout: int, kernel: int, stride: int = 1) -> str:

@@ -9,6 +9,13 @@ The trunk takes its own input convention: feed it ``model.input_spec.convert(x)`
 RGB [0, 1] batch ``x``. ``model.head`` is the embedding layer (the 10x learning rate of
 SPEC 3). A checkpoint holds the trained weights, so loading one never looks up ImageNet
 weights, whatever ``backbone_kwargs`` the model was first built with.
+
+``head_init`` chooses how the head's Linear layer(s) start: ``"default"`` is torch's own
+(Kaiming-uniform with a = sqrt(5): weights and bias uniform in +-1/sqrt(fan_in)), as the paper
+says nothing more than "randomly initialised"; ``"kaiming_fan_out"`` is the authors' released
+code (model/embedding.py, ``weights_init_kaiming``): Kaiming-normal, a = 0, fan-out mode
+(std sqrt(2 / out_features)), bias 0 (SPEC 2.5 item 7). It is kept in ``config`` so a
+checkpoint rebuilds the same module; checkpoints older than the option load with the default.
 """
 
 from __future__ import annotations
@@ -24,8 +31,40 @@ from iaa.io import atomic_path, require_file
 from iaa.models.backbone import architecture_kwargs, build_backbone
 from iaa.models.inputs import InputSpec, input_spec
 
+# Embedding-layer initialisations: torch's default, or the released code's (SPEC 2.5 item 7).
+HEAD_INITS = ("default", "kaiming_fan_out")
+
+
+def _check_head_init(kind: str) -> None:
+    if kind not in HEAD_INITS:
+        raise IAAError(f"unknown head_init {kind!r}; known: {', '.join(HEAD_INITS)}")
+
+
+def init_head(head: nn.Module, kind: str) -> None:
+    """Initialise every Linear layer of ``head`` in place as ``kind`` (one of ``HEAD_INITS``) says.
+
+    ``"default"`` leaves torch's init; ``"kaiming_fan_out"``: weight ~ N(0, 2 / out_features)
+    (``kaiming_normal_``, a = 0, mode fan_out), bias 0, as the released code's model/embedding.py
+    does to its embedding layer. Unknown ``kind``: IAAError (one line).
+    """
+    _check_head_init(kind)
+    if kind == "default":
+        return
+    for m in head.modules():
+        if isinstance(m, nn.Linear):
+            nn.init.kaiming_normal_(m.weight, a=0, mode="fan_out")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+
 
 class EmbeddingModel(nn.Module):
+    """Optional trunk + embedding head: (N, 3, H, W) trunk input, or (N, in_dim) features
+    without a trunk -> (N, embedding_dim) raw float embeddings.
+
+    ``head_hidden`` > 0 puts a hidden Linear + ReLU layer in the head; ``head_init`` is the
+    head's initialisation (``HEAD_INITS``, see the module docstring).
+    """
+
     def __init__(
         self,
         embedding_dim: int,
@@ -33,14 +72,17 @@ class EmbeddingModel(nn.Module):
         backbone: str | None = None,
         backbone_kwargs: dict[str, Any] | None = None,
         head_hidden: int = 0,
+        head_init: str = "default",
     ) -> None:
         super().__init__()
+        _check_head_init(head_init)  # before the trunk: a typo fails before any weight lookup
         self.config = {
             "embedding_dim": embedding_dim,
             "in_dim": in_dim,
             "backbone": backbone,
             "backbone_kwargs": dict(backbone_kwargs or {}),
             "head_hidden": head_hidden,
+            "head_init": head_init,
         }
         self.trunk: nn.Module | None = None
         if backbone is not None:
@@ -54,6 +96,7 @@ class EmbeddingModel(nn.Module):
             )
         else:
             self.head = nn.Linear(in_dim, embedding_dim)
+        init_head(self.head, head_init)
 
     @property
     def input_spec(self) -> InputSpec | None:
@@ -75,6 +118,10 @@ def save_model(
 
 
 def load_model(path: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> EmbeddingModel:
+    """The model saved by ``save_model``, rebuilt from its ``config`` (architecture only, no
+    weight lookup) and loaded with its state dict. Keys a checkpoint predates (``head_init``,
+    a backbone's ``pooling`` or ``transform_input``) take their defaults, which are what such
+    a checkpoint was built with."""
     p = require_file(path, "model checkpoint")
     try:
         payload = torch.load(p, map_location=map_location, weights_only=False)
