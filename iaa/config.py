@@ -58,7 +58,13 @@ class IAASettings:
     sigma_m: float = 1.0
     sigma_cv: float = 1.0
     mean: str = "dynamic"  # dynamic: around z_i (paper); fixed: around μ_y (Table XII)
-    reference_code: bool = False  # reproduce the released code (SPEC 2.5 items 1, 2, 4, 5)
+    copies_by_loss: dict[str, int] = field(default_factory=dict)  # released: contrastive M=2 on SOP/In-Shop
+    estimation_transform: str = "eval"  # images of the global estimation pass; released: "train"
+    # The released code's departures from the paper's method (SPEC 2.5 items 1, 2, 4, 5):
+    apply_correction: bool = True  # item 1: False = corrected σ computed but not used
+    sqrt_per_copy: bool = False  # item 2: copy m uses σ^(1/2^m)
+    minmax_sentinel: bool = False  # item 4: 1e12 sentinel inside the D_m min-max normalisation
+    singleton_mean_zero: bool = False  # item 5: single-image classes keep mean 0
 
 
 @dataclass(frozen=True)
@@ -80,10 +86,19 @@ class TrainSettings:
     image_size: int = 224
     resize: int = 256
     crop_scale_min: float = 0.16
-    val_split: str | None = "test"  # monitored each epoch for the curves; never used to select
+    val_split: str | None = "test"  # monitored for the curves (and selected on, with best_test)
     val_every: int = 1
     workers: int = 0
-    square_resize: bool = True  # train images resized to resize x resize before the crop (not on CUB)
+    square_resize: bool = True  # every pass squashes to resize x resize first (not on CUB: SPEC 3)
+    interpolation: str = "bilinear"  # resizing filter; released: lanczos
+    head_init: str = "default"  # embedding layer init; released: kaiming_fan_out
+    pooling: str = "avg"  # BN-Inception / ResNet-50 global pooling; released: max_avg
+    googlenet_transform_input: bool = True  # released: False (SPEC 2.5 item 8)
+    sampler: str = "balanced"  # balanced (P classes x m) or released (SPEC 2.5 item 10)
+    samples_per_class_large: int | None = None  # m when the train set has > 10,000 images (released: 3)
+    selection: str = "last"  # last, best_test (released), best_val (held-out train classes)
+    val_class_fraction: float = 0.2  # best_val: share of train classes held out to select on
+    recipe: str = "paper"  # provenance label: the recipe whose bundle these settings came from
     lr_by_loss: dict[str, float] = field(default_factory=dict)  # e.g. {"contrastive": 3e-5} on CUB
     amp: bool = True  # CUDA only: bfloat16 (or float16 + loss scaling) autocast of the model
     channels_last: bool = True  # CUDA only: channels-last memory format for the backbone
@@ -119,3 +134,34 @@ def parse_settings(cls: type[T], text: str | None) -> T:
 
 def to_dict(settings: Any) -> dict[str, Any]:
     return dataclasses.asdict(settings)
+
+
+def check_train_settings(settings: TrainSettings, methods: list[str] | tuple[str, ...] = ("iaa",)) -> None:
+    """Refuse settings under which training cannot work by construction, with one line naming
+    the key (IAAError). Checked by the workflow before any job runs and by ``iaa train``.
+
+    - ``samples_per_class`` (and ``samples_per_class_large``) below 2: no anchor has a
+      positive, so every loss is identically zero;
+    - a batch without room for two classes (``batch_size <= samples_per_class``): no negatives;
+    - IAA runs whose first global estimation (epoch ``iaa.start_epoch + 1``) comes after the
+      last epoch: they would silently be baseline runs;
+    - ``selection: best_test`` without a ``val_split`` to select on.
+    """
+    for key in ("samples_per_class", "samples_per_class_large"):
+        m = getattr(settings, key)
+        if m is not None and m < 2:
+            raise IAAError(f"train.{key} is {m}: at least 2 images per class are needed for a positive pair")
+        if m is not None and settings.batch_size <= m:
+            raise IAAError(
+                f"train.batch_size ({settings.batch_size}) must exceed train.{key} ({m}): "
+                "a batch of a single class has no negatives"
+            )
+    if "iaa" in methods and settings.iaa.start_epoch >= settings.epochs:
+        raise IAAError(
+            f"train.iaa.start_epoch ({settings.iaa.start_epoch}) >= train.epochs ({settings.epochs}): "
+            "IAA starts at epoch start_epoch + 1, so every IAA run would be a baseline run"
+        )
+    if settings.selection == "best_test" and not settings.val_split:
+        raise IAAError(
+            "train.selection is best_test but train.val_split is null: name the split to select on"
+        )

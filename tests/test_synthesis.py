@@ -69,11 +69,11 @@ def test_fixed_mean_variant() -> None:
     assert not out.embeddings.requires_grad  # no gradient path to z
 
 
-def test_reference_code_variant() -> None:
+def test_sqrt_per_copy_variant() -> None:
     # SPEC 2.5 item 2: copy m (from 0) uses std ** (1 / 2**m)
     z, y, std = _batch()
     g = torch.Generator().manual_seed(6)
-    out = synthesize(z, y, std, lam=0.5, copies=3, generator=g, reference_code=True)
+    out = synthesize(z, y, std, lam=0.5, copies=3, generator=g, sqrt_per_copy=True)
     eps = torch.randn((3, 6, 4), generator=torch.Generator().manual_seed(6))
     for m in range(3):
         want = z.detach() + 0.5**0.5 * std[y].float() ** (1 / 2**m) * eps[m]

@@ -47,7 +47,7 @@ def synthesize(
     copies: int,
     generator: torch.Generator | None = None,
     class_mean: Tensor | None = None,
-    reference_code: bool = False,
+    sqrt_per_copy: bool = False,
 ) -> Synthetic:
     """Draw ``copies`` synthetic samples per original: ``z + sqrt(lam) * std[y] * eps``.
 
@@ -59,7 +59,7 @@ def synthesize(
     ``class_mean`` (C, D) selects the "fixed" variant of Table XII: samples are drawn around
     ``class_mean[y]`` instead of ``z``, so they carry no gradient to the embeddings.
 
-    ``reference_code=True`` reproduces SPEC 2.5 item 2: the released code takes a square root
+    ``sqrt_per_copy=True`` reproduces SPEC 2.5 item 2: the released code takes a square root
     inside its loop over copies, starting from the variance, so copy ``m`` (counted from 0)
     uses ``std ** (1 / 2**m)``: copy 0 the true std, copy 1 its square root, and so on.
     """
@@ -76,7 +76,7 @@ def synthesize(
 
     # index first, then move: only (B, D) rows cross devices, never the whole (C, D) table
     scale = std[labels.to(std.device)].to(device=device, dtype=dtype)  # (B, D)
-    if reference_code:
+    if sqrt_per_copy:
         powers = 0.5 ** torch.arange(copies, device=device, dtype=dtype)
         scale = scale.clamp_min(0).unsqueeze(0) ** powers.view(-1, 1, 1)  # (M, B, D)
     noise_device = generator.device if generator is not None else device

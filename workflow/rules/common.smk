@@ -5,37 +5,40 @@ import json
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
+import yaml
+
 from iaa.benchmarks import get_benchmark
+from iaa.config import TrainSettings, check_train_settings, from_dict
+from iaa.errors import IAAError
 from iaa.paper import paper_numbers
+from iaa.recipes import layered_config
 from iaa.runs import PRETRAINED, run_name
 
 SCHEMA = workflow.source_path("../schemas/config.schema.yaml")
+SYNTH_BUDGET = yaml.safe_load(open(workflow.source_path("../../config/synth.yaml")))
 
-# Keep the user's config before defaults are filled in: per-benchmark overrides are merged
-# over it and the merged config is validated (and defaulted) on its own.
+# Keep the user's config before defaults are filled in: a benchmark's config is built in
+# layers and the result validated (and defaulted) on its own.
 _RAW_CONFIG = copy.deepcopy(config)
 validate(config, SCHEMA)
 RESULTS = config["results_dir"]
-
-
-def _deep_merge(base, update):
-    out = copy.deepcopy(base)
-    for key, value in update.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _deep_merge(out[key], value)
-        else:
-            out[key] = copy.deepcopy(value)
-    return out
-
-
 _BENCH_CONFIG = {}
 
 
 def bench_config(bench):
-    """The config for one benchmark: overrides merged in, validated, defaults filled."""
+    """The config for one benchmark, lowest layer first: the schema's defaults (the paper's),
+    the recipe's bundle (iaa/recipes.py), the built-in benchmarks' CPU budget
+    (config/synth.yaml), the user's config, the user's benchmark_overrides[bench]."""
     if bench not in _BENCH_CONFIG:
-        merged = _deep_merge(_RAW_CONFIG, _RAW_CONFIG.get("benchmark_overrides", {}).get(bench, {}))
+        try:
+            merged = layered_config(_RAW_CONFIG, bench, SYNTH_BUDGET)
+        except IAAError as err:
+            raise WorkflowError(str(err)) from None
         validate(merged, SCHEMA)
+        try:  # settings that cannot train (e.g. m = 1): one line before any job runs
+            check_train_settings(from_dict(TrainSettings, merged["train"]), config["methods"])
+        except IAAError as err:
+            raise WorkflowError(f"benchmark {bench}: {err}") from None
         _BENCH_CONFIG[bench] = merged
     return _BENCH_CONFIG[bench]
 
@@ -46,8 +49,15 @@ for _bench in config["benchmarks"]:
 
 
 def settings_json(section):
-    """The JSON handed to a stage as --settings; a change of it makes Snakemake rerun the job."""
-    return lambda wildcards: json.dumps(bench_config(wildcards.bench)[section], sort_keys=True)
+    """The JSON handed to a stage as --settings; a change of it makes Snakemake rerun the job.
+    The train settings carry the recipe's name, so every output can say where it came from."""
+
+    def settings(wildcards):
+        cfg = bench_config(wildcards.bench)
+        value = dict(cfg[section], recipe=cfg["recipe"]) if section == "train" else cfg[section]
+        return json.dumps(value, sort_keys=True)
+
+    return settings
 
 
 def training_runs():
