@@ -47,7 +47,7 @@ def cmd_prepare(a: argparse.Namespace) -> None:
     prepare_stage(
         a.benchmark, a.out, data_dir=a.data_dir, seed=a.seed, workers=a.threads, synth_overrides=a.synth,
         root=a.root, skip_bad_images=a.skip_bad_images, resized_cache=a.resized_cache,
-        cache_size=a.cache_size,
+        cache_size=a.cache_size, cache_square=a.cache_square, cache_interpolation=a.cache_interpolation,
     )  # fmt: skip
 
 
@@ -64,7 +64,8 @@ def cmd_extract(a: argparse.Namespace) -> None:
     extract_stage(
         a.manifest, a.backbone, a.out, benchmark=a.benchmark, image_size=a.image_size,
         resize=a.resize or a.image_size, workers=a.workers, weights=a.weights,
-        allow_download=not a.no_download,
+        allow_download=not a.no_download, square=a.square_resize, interpolation=a.interpolation,
+        pooling=a.pooling, googlenet_transform_input=a.googlenet_transform_input,
     )  # fmt: skip
 
 
@@ -88,6 +89,7 @@ def cmd_train(a: argparse.Namespace) -> None:
         model_out=a.out,
         history_out=a.history,
         checkpoint_dir=a.checkpoints or a.out.parent / "checkpoints",
+        selected_out=a.selected,
     )
 
 
@@ -95,8 +97,10 @@ def cmd_export(a: argparse.Namespace) -> None:
     from iaa.export import export_stage
 
     export_stage(
-        a.model, a.out, benchmark=a.benchmark, features=a.features, manifest=a.manifest,
+        a.model, a.out, benchmark=a.benchmark, selected=a.selected, out_selected=a.out_selected,
+        features=a.features, manifest=a.manifest,
         image_size=a.image_size, resize=a.resize or a.image_size, workers=a.workers,
+        square=a.square_resize, interpolation=a.interpolation,
     )  # fmt: skip
 
 
@@ -116,7 +120,7 @@ def cmd_evaluate(a: argparse.Namespace) -> None:
     from iaa.evaluate import evaluate_stage
 
     result = evaluate_stage(
-        a.embeddings, a.out, recall_k=a.recall_k, split=a.split, nmi=not a.no_nmi,
+        a.embeddings, a.out, selected=a.selected, recall_k=a.recall_k, split=a.split, nmi=not a.no_nmi,
         index=a.index, seed=a.seed, nmi_redo=a.nmi_redo,
     )  # fmt: skip
     log.info("%s", json.dumps(result, sort_keys=True))
@@ -184,7 +188,16 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="write resized copies here and point the manifest at them",
     )
-    sp.add_argument("--cache-size", type=int, default=256, help="shorter side of the cached copies")
+    sp.add_argument("--cache-size", type=int, default=256, help="side of the cached square copies")
+    sp.add_argument(
+        "--cache-square", action=argparse.BooleanOptionalAction, default=True,
+        help="cache copies squashed to --cache-size squared (train.square_resize); --no-cache-square"
+        " (CUB, whose training crops the original): keep the originals, no cache",
+    )  # fmt: skip
+    sp.add_argument(
+        "--cache-interpolation", choices=["bilinear", "lanczos"], default="bilinear",
+        help="filter of the cached copies (train.interpolation)",
+    )  # fmt: skip
 
     sp = stage("pretrain", cmd_pretrain, "softmax-pretrain the synth backbone on the pretrain classes")
     sp.add_argument("--manifest", type=Path, required=True)
@@ -194,7 +207,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     def image_args(sp: argparse.ArgumentParser) -> None:
         sp.add_argument("--image-size", type=int, default=224)
-        sp.add_argument("--resize", type=int, default=None, help="shorter side before the center crop")
+        sp.add_argument(
+            "--resize", type=int, default=None,
+            help="resize to this square (the shorter side, with --no-square-resize) before the center crop",
+        )  # fmt: skip
+        sp.add_argument(
+            "--square-resize", action=argparse.BooleanOptionalAction, default=True,
+            help="squash images to --resize squared before the center crop (SPEC 3; off on CUB)",
+        )  # fmt: skip
+        sp.add_argument("--interpolation", choices=["bilinear", "lanczos"], default="bilinear")
         sp.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
 
     def weight_args(sp: argparse.ArgumentParser) -> None:
@@ -214,6 +235,14 @@ def build_parser() -> argparse.ArgumentParser:
     weight_args(sp)
     sp.add_argument("--out", type=Path, required=True, help="features Parquet")
     image_args(sp)
+    sp.add_argument(
+        "--pooling", default="avg", choices=["avg", "max_avg"],
+        help="ImageNet BN-Inception/ResNet-50: global average, or max + average (the released code)",
+    )  # fmt: skip
+    sp.add_argument(
+        "--googlenet-transform-input", action=argparse.BooleanOptionalAction, default=True,
+        help="ImageNet GoogLeNet: torchvision's input rescaling (the released code: off)",
+    )  # fmt: skip
 
     sp = stage("train", cmd_train, "train one model (loss x method x seed); resumes from checkpoints")
     sp.add_argument("--loss", required=True)
@@ -225,16 +254,28 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--arch", default=None, help="finetune mode: ImageNet backbone (googlenet, ...)")
     weight_args(sp)
     sp.add_argument("--out", type=Path, required=True, help="final model (.pt)")
+    sp.add_argument(
+        "--selected", type=Path, default=None,
+        help="the model of the epoch train.selection picks (default: selected.pt beside --out)",
+    )  # fmt: skip
     sp.add_argument("--history", type=Path, required=True, help="per-epoch history CSV")
     sp.add_argument("--checkpoints", type=Path, default=None, help="default: <out dir>/checkpoints")
     sp.add_argument("--settings", default=None, help="JSON: the config's train section")
 
     sp = stage("export", cmd_export, "embeddings of train and evaluation images -> Parquet")
     sp.add_argument("--benchmark", required=True)
-    sp.add_argument("--model", type=Path, required=True)
+    sp.add_argument("--model", type=Path, required=True, help="the final model (runs/<run>/model.pt)")
+    sp.add_argument(
+        "--selected", type=Path, default=None,
+        help="the selected model (runs/<run>/selected.pt); needs --out-selected",
+    )  # fmt: skip
     sp.add_argument("--features", type=Path, default=None)
     sp.add_argument("--manifest", type=Path, default=None)
-    sp.add_argument("--out", type=Path, required=True)
+    sp.add_argument("--out", type=Path, required=True, help="the final model's embeddings Parquet")
+    sp.add_argument(
+        "--out-selected", type=Path, default=None,
+        help="the selected model's embeddings Parquet (the final one's again when the epochs agree)",
+    )  # fmt: skip
     image_args(sp)
 
     sp = stage("index", cmd_index, "a FAISS index of one split of an embeddings file")
@@ -251,8 +292,12 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--out", type=Path, required=True, help="neighbours Parquet")
 
     sp = stage("evaluate", cmd_evaluate, "Recall@K, NMI, MAP@R and RP of an embeddings file -> JSON")
-    sp.add_argument("embeddings", type=Path)
-    sp.add_argument("--out", type=Path, required=True)
+    sp.add_argument("embeddings", type=Path, help="the final model's embeddings (or features) Parquet")
+    sp.add_argument(
+        "--selected", type=Path, default=None,
+        help="the selected model's embeddings; without it (or at the same epoch) 'selected' copies 'final'",
+    )  # fmt: skip
+    sp.add_argument("--out", type=Path, required=True, help="metrics JSON: final and selected models")
     sp.add_argument("--split", default=None, help="test, test-*, or query (query vs gallery)")
     sp.add_argument("--recall-k", type=_int_list, default=[1, 2, 4, 8])
     sp.add_argument("--no-nmi", action="store_true")

@@ -14,7 +14,7 @@ import torch
 from iaa.benchmarks import get_benchmark
 from iaa.data.sources import ImageOptions, ImageSource, embed_all, place_model
 from iaa.io import read_manifest, write_embeddings
-from iaa.models.backbone import build_backbone, load_backbone
+from iaa.models.backbone import backbone_options, build_backbone, load_backbone
 
 log = logging.getLogger(__name__)
 
@@ -31,17 +31,31 @@ def extract_stage(
     workers: int = 0,
     weights: Path | None = None,
     allow_download: bool = True,
+    square: bool = True,
+    interpolation: str = "bilinear",
+    pooling: str = "avg",
+    googlenet_transform_input: bool = True,
 ) -> int:
     """Features of every embedded image: from a backbone checkpoint (synth's pretrain stage)
-    or, without one, from the benchmark's ImageNet backbone (weights looked up first)."""
+    or, without one, from the benchmark's ImageNet backbone (weights looked up first).
+
+    Images take SPEC 3's test transform: squashed to ``resize`` x ``resize`` (``square``;
+    not on CUB: shorter side to ``resize``), center crop ``image_size``, filter ``interpolation``.
+    ``pooling`` and ``googlenet_transform_input`` are the recipe's backbone options
+    (:func:`iaa.models.backbone.backbone_options`; ignored for a backbone checkpoint).
+    """
     bench = get_benchmark(benchmark)
     if backbone_path is not None:
         backbone, name, _ = load_backbone(str(backbone_path))
     else:
         name = bench.arch
-        backbone = build_backbone(name, pretrained=True, weights=weights, allow_download=allow_download)
+        options = backbone_options(name, pooling=pooling, googlenet_transform_input=googlenet_transform_input)
+        backbone = build_backbone(
+            name, pretrained=True, weights=weights, allow_download=allow_download, **options
+        )
     manifest = read_manifest(manifest_path)
-    source = ImageSource(manifest, bench.embed_splits, ImageOptions(image_size, resize, workers=workers))
+    opts = ImageOptions(image_size, resize, workers=workers, square=square, interpolation=interpolation)
+    source = ImageSource(manifest, bench.embed_splits, opts)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     channels_last = device.type == "cuda"
     place_model(backbone, device, channels_last)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import statistics
 from pathlib import Path
 
 import pandas as pd
@@ -40,34 +41,102 @@ def test_paper_numbers_spot_checks_against_spec() -> None:
     assert {p.benchmark for p in paper_numbers("cub200")} == {"cub200"}
 
 
-def _write(root: Path, bench: str, split: str, run: str, values: dict) -> Path:
+def _write(
+    root: Path,
+    bench: str,
+    split: str,
+    run: str,
+    selected: dict,
+    final: dict | None = None,
+    selection: str = "best_test",
+    recipe: str | None = "released",
+) -> Path:
+    """A metrics JSON as `iaa evaluate` writes it; ``final`` defaults to numbers compare must ignore."""
     path = root / bench / "metrics" / split / f"{run}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(values))
+    final = final if final is not None else {k: 0.01 for k in selected}
+    record = {
+        "final": {**final, "epoch": 20},
+        "selected": {**selected, "epoch": 7},
+        "selection": selection,
+        "recipe": recipe,
+    }
+    path.write_text(json.dumps(record))
     return path
 
 
 FULL = {"recall@1": 0.0, "recall@2": 0.7, "recall@4": 0.8, "recall@8": 0.9, "map@r": 0.2, "rp": 0.3}
 
 
-def test_compare_mean_std_and_difference(tmp_path: Path) -> None:
+def test_compare_uses_the_selected_models_mean_std_and_difference(tmp_path: Path) -> None:
     files = [
         _write(tmp_path, "cub200", "test", "ms-iaa-seed0", {**FULL, "recall@1": 0.60}),
         _write(tmp_path, "cub200", "test", "ms-iaa-seed1", {**FULL, "recall@1": 0.64}),
-        _write(tmp_path, "cub200", "test", "pretrained", {"recall@1": 0.4}),
+        _write(tmp_path, "cub200", "test", "pretrained", {"recall@1": 0.4}, selection="last", recipe=None),
         _write(tmp_path, "synth", "test", "ms-iaa-seed0", {"recall@1": 0.9}),
     ]
     table = compare_stage(files, tmp_path / "cmp.md", tmp_path / "cmp.csv")
-    r1 = table[(table.table == "III") & (table.metric == "recall@1")].iloc[0]
+    values = table[table.kind == "value"]
+    r1 = values[(values.table == "III") & (values.metric == "recall@1")].iloc[0]
     assert r1.benchmark == "cub200" and r1.row == "MS+IAA" and r1.seeds == 2
+    assert (r1.recipe, r1.selection) == ("released", "best_test")
     assert r1.ours_mean == pytest.approx(62.0)
     assert r1.ours_std == pytest.approx(math.sqrt(((60 - 62) ** 2 + (64 - 62) ** 2) / 1))
     assert r1.difference == pytest.approx(62.0 - 62.1)
     assert set(table.benchmark) == {"cub200"}  # synth and unrun experiments have no published line
+    assert set(table.kind) == {"value"}  # no baseline run: no gain
     text = (tmp_path / "cmp.md").read_text()
-    assert "62.0 ± 2.8 (62.1, -0.1)" in text
+    assert "| cub200 | test | MS+IAA | released, best test R@1 epoch | 2 | 62.0 ± 2.8 (62.1, -0.1) |" in text
     assert "Table VI" in text and "22.6" in text
-    assert len(pd.read_csv(tmp_path / "cmp.csv")) == len(table)
+    assert "IAA gain" not in text
+    csv = pd.read_csv(tmp_path / "cmp.csv")
+    assert len(csv) == len(table) and list(csv.columns[:2]) == ["kind", "table"]
+
+
+def test_iaa_gain_is_paired_by_seed_next_to_the_papers_gain(tmp_path: Path) -> None:
+    # selected R@1 and MAP@R per seed; seed 2 has no baseline run, so only seeds 0 and 1 pair
+    iaa = {0: (0.61, 0.25), 1: (0.66, 0.24), 2: (0.90, 0.90)}
+    base = {0: (0.55, 0.21), 1: (0.57, 0.23)}
+    files = []
+    for seed, (r1, mapr) in iaa.items():
+        files.append(
+            _write(tmp_path, "cub200", "test", f"ms-iaa-seed{seed}", {**FULL, "recall@1": r1, "map@r": mapr})
+        )
+    for seed, (r1, mapr) in base.items():
+        files.append(
+            _write(
+                tmp_path, "cub200", "test", f"ms-baseline-seed{seed}", {**FULL, "recall@1": r1, "map@r": mapr}
+            )
+        )
+    table = compare_stage(files, tmp_path / "cmp.md", tmp_path / "cmp.csv")
+    gains = table[table.kind == "gain"].set_index("metric")
+    assert set(gains["row"]) == {"MS+IAA"} and set(gains["baseline"]) == {"MS"}
+
+    r1_gain = [100 * (iaa[s][0] - base[s][0]) for s in (0, 1)]  # 6.0 and 9.0 points
+    r1 = gains.loc["recall@1"]
+    assert r1.seeds == 2
+    assert r1.ours_mean == pytest.approx(statistics.mean(r1_gain))
+    assert r1.ours_std == pytest.approx(statistics.stdev(r1_gain))
+    assert r1.paper == pytest.approx(62.1 - 56.2)  # Table III, CUB R@1: MS+IAA 62.1, MS 56.2
+    assert r1.difference == pytest.approx(statistics.mean(r1_gain) - (62.1 - 56.2))
+    map_gain = [100 * (iaa[s][1] - base[s][1]) for s in (0, 1)]
+    mapr = gains.loc["map@r"]
+    assert mapr.table == "VI"
+    assert mapr.ours_mean == pytest.approx(statistics.mean(map_gain))
+    assert mapr.ours_std == pytest.approx(statistics.stdev(map_gain))
+    assert mapr.paper == pytest.approx(22.6 - 20.5)  # Table VI, CUB MAP@R: MS+IAA 22.6, MS 20.5
+    assert gains.loc["recall@2"].paper == pytest.approx(73.8 - 68.3)
+
+    text = (tmp_path / "cmp.md").read_text()
+    gain_part = text.split("## IAA gain", 1)[1]
+    cell = f"{statistics.mean(r1_gain):+.1f} ± {statistics.stdev(r1_gain):.1f} ({62.1 - 56.2:+.1f}, "
+    assert f"| cub200 | test | MS | released, best test R@1 epoch | 2 | {cell}" in gain_part
+    assert "### Table VI" in gain_part
+    csv = pd.read_csv(tmp_path / "cmp.csv")
+    assert (csv["kind"] == "gain").sum() == len(gains)
+    assert csv.loc[
+        (csv["kind"] == "gain") & (csv["metric"] == "recall@1"), "ours_mean"
+    ].item() == pytest.approx(statistics.mean(r1_gain), abs=1e-4)
 
 
 def test_compare_rejects_foreign_paths(tmp_path: Path) -> None:

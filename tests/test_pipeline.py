@@ -65,7 +65,7 @@ def test_whole_pipeline_on_tiny_synth_then_nothing_to_do(tmp_path):
     result = snakemake(tmp_path, "--cores", "2", "all")
     assert result.returncode == 0, result.stderr[-3000:]
     tables = tmp_path / "results" / "synth" / "tables"
-    table = pd.read_csv(tables / "table3.csv").set_index("method")
+    table = pd.read_csv(tables / "table3.csv").query("models == 'final'").set_index("method")
     assert list(table.index) == [
         "Pretrained", "Contrastive", "Contrastive+IAA", "Triplet", "Triplet+IAA", "MS", "MS+IAA",
     ]  # fmt: skip
@@ -77,10 +77,16 @@ def test_whole_pipeline_on_tiny_synth_then_nothing_to_do(tmp_path):
     assert (tables / "training_curves.png").stat().st_size > 10_000
     table1 = (tables / "table1.md").read_text()
     assert "| Pretrained | 1 |" in table1 and "| MS+IAA | 2 |" in table1
-    metrics = json.loads((tmp_path / "results/synth/metrics/test/ms-iaa-seed1.json").read_text())
+    record = json.loads((tmp_path / "results/synth/metrics/test/ms-iaa-seed1.json").read_text())
+    metrics = record["final"]
     assert metrics["num_queries"] == metrics["num_gallery"] > 0
+    assert record["selected"]["num_queries"] == metrics["num_queries"] and record["selection"] in (
+        "last", "best_test", "best_val",
+    )  # fmt: skip
     emb = pd.read_parquet(tmp_path / "results/synth/embeddings/ms-iaa-seed1.parquet")
     assert set(emb["split"]) == {"train", "test"} and len(emb["embedding"].iloc[0]) == 16
+    selected = pd.read_parquet(tmp_path / "results/synth/embeddings/ms-iaa-seed1.selected.parquet")
+    assert selected["path"].tolist() == emb["path"].tolist()
 
     again = snakemake(tmp_path, "--cores", "2", "all")
     assert again.returncode == 0
@@ -121,4 +127,4 @@ def test_finetune_mode_trains_the_backbone_on_images(tmp_path):
     assert not (tmp_path / "results/synth/features").exists()
     model = torch.load(tmp_path / "results/synth/runs/ms-iaa-seed0/model.pt", weights_only=False)
     assert model["config"]["backbone"] == "synth"
-    assert json.loads((tmp_path / target).read_text())["recall@1"] > 0
+    assert json.loads((tmp_path / target).read_text())["selected"]["recall@1"] > 0

@@ -90,6 +90,6 @@ def test_miniature_cub_through_every_stage(tmp_path, monkeypatch):
         export_stage(model_out, embeddings, benchmark="cub200", manifest=manifest, image_size=32, resize=36)
         == 47
     )
-    metrics = evaluate_stage(embeddings, tmp_path / "m.json", recall_k=[1, 2], split="test", seed=0)
+    metrics = evaluate_stage(embeddings, tmp_path / "m.json", recall_k=[1, 2], split="test", seed=0)["final"]
     assert metrics["num_queries"] == 15 and metrics["num_classes"] == 3
     assert 0.0 <= metrics["recall@1"] <= metrics["recall@2"] <= 1.0

@@ -1,9 +1,13 @@
+# Both models of a run (SPEC 2.5 item 12): the final epoch's and the one its selection rule
+# picked (the same weights, embedded once, when that is the final epoch).
 rule export:
     input:
         unpack(train_inputs),
         model=out("{bench}", "runs", "{run}", "model.pt"),
+        selected=out("{bench}", "runs", "{run}", "selected.pt"),
     output:
         embeddings=out("{bench}", "embeddings", "{run}.parquet"),
+        selected=out("{bench}", "embeddings", "{run}.selected.parquet"),
     log:
         out("{bench}", "logs", "export", "{run}.log"),
     params:
@@ -12,10 +16,16 @@ rule export:
         ),
         image_size=lambda w: bench_config(w.bench)["train"]["image_size"],
         resize=lambda w: bench_config(w.bench)["train"]["resize"],
+        square=lambda w: (
+            "--square-resize" if bench_config(w.bench)["train"]["square_resize"] else "--no-square-resize"
+        ),
+        interpolation=lambda w: bench_config(w.bench)["train"]["interpolation"],
     threads: config["threads"]["export"]
     resources:
         mem_mb=4000,
     shell:
         "iaa --threads {threads} export --benchmark {wildcards.bench} --model {input.model}"
-        " {params.source} --out {output.embeddings}"
-        " --image-size {params.image_size} --resize {params.resize} 2> {log}"
+        " --selected {input.selected} {params.source} --out {output.embeddings}"
+        " --out-selected {output.selected}"
+        " --image-size {params.image_size} --resize {params.resize}"
+        " {params.square} --interpolation {params.interpolation} 2> {log}"

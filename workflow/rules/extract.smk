@@ -17,6 +17,17 @@ rule extract:
         backbone=lambda w, input: f"--backbone {input.backbone}" if "backbone" in input.keys() else weights_args(),
         image_size=lambda w: bench_config(w.bench)["extract"]["image_size"],
         resize=lambda w: bench_config(w.bench)["extract"]["resize"],
+        # the dataset's test transform (SPEC 3): one key for every embedding pass
+        square=lambda w: (
+            "--square-resize" if bench_config(w.bench)["train"]["square_resize"] else "--no-square-resize"
+        ),
+        interpolation=lambda w: bench_config(w.bench)["train"]["interpolation"],
+        # the recipe's backbone options (pooling, GoogLeNet input), as train builds the model
+        options=lambda w: (
+            f"--pooling {bench_config(w.bench)['train']['pooling']} --"
+            + ("" if bench_config(w.bench)["train"]["googlenet_transform_input"] else "no-")
+            + "googlenet-transform-input"
+        ),
         workers=lambda w: bench_config(w.bench)["train"]["workers"],
     threads: config["threads"]["extract"]
     resources:
@@ -24,4 +35,5 @@ rule extract:
     shell:
         "iaa --threads {threads} extract --benchmark {wildcards.bench} --manifest {input.manifest}"
         " {params.backbone} --out {output.features} --image-size {params.image_size}"
-        " --resize {params.resize} --workers {params.workers} 2> {log}"
+        " --resize {params.resize} {params.square} --interpolation {params.interpolation}"
+        " {params.options} --workers {params.workers} 2> {log}"

@@ -22,6 +22,7 @@ rule train:
         unpack(train_inputs),
     output:
         model=out("{bench}", "runs", "{loss}-{method}-seed{seed}", "model.pt"),
+        selected=out("{bench}", "runs", "{loss}-{method}-seed{seed}", "selected.pt"),
         history=out("{bench}", "runs", "{loss}-{method}-seed{seed}", "history.csv"),
     log:
         out("{bench}", "logs", "train", "{loss}-{method}-seed{seed}.log"),
@@ -34,5 +35,6 @@ rule train:
         mem_mb=4000,
     shell:
         "iaa --threads {threads} train --loss {wildcards.loss} --method {wildcards.method}"
-        " --seed {wildcards.seed} {params.inputs} --out {output.model} --history {output.history}"
+        " --seed {wildcards.seed} {params.inputs} --out {output.model} --selected {output.selected}"
+        " --history {output.history}"
         " --checkpoints {params.checkpoints} --settings {params.settings:q} 2> {log}"

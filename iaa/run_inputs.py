@@ -1,0 +1,141 @@
+"""What a training run reads and trains: its data sources and its model (``iaa train``).
+
+- :func:`build_sources`: the train rows, the monitored split (``train.val_split``, its R@1
+  logged for the curves) and the rows the model-selection rule reads (:mod:`iaa.selection`):
+  the monitored split for ``best_test``, train classes held out of training for ``best_val``.
+- :func:`build_model`: an embedding head on features (head mode) or a backbone + head
+  (finetune mode) with the recipe's model options (SPEC 2.5 items 7, 8).
+- :func:`samples_per_class`: m, with the released code's rule for large train sets.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from iaa import checkpoints
+from iaa.config import TrainSettings
+from iaa.data.sources import FeatureSource, ImageOptions, ImageSource
+from iaa.errors import IAAError
+from iaa.io import Manifest, read_embeddings, read_manifest
+from iaa.models.backbone import backbone_options, load_backbone
+from iaa.models.embedder import EmbeddingModel
+from iaa.selection import VAL_SPLIT, held_out_classes, protocol_splits
+
+LARGE_TRAIN_SET = 10_000  # images; above it samples_per_class_large applies (released run.py)
+
+
+@dataclass
+class TrainInputs:
+    """Where a run's data come from: features (head mode), or in finetune mode a manifest and
+    either a backbone checkpoint (synth's pretrain stage) or an ImageNet architecture
+    (``arch``, with its weights file looked up by ``iaa.models.weights``)."""
+
+    features: Path | None = None
+    manifest: Path | None = None
+    backbone: Path | None = None
+    arch: str | None = None
+    weights: Path | None = None  # the weights file or its folder; default: the torch hub cache
+    allow_download: bool = True
+
+    def identity(self) -> dict[str, str]:
+        """What the resume fingerprint records of the inputs (``iaa.checkpoints``)."""
+        out = {name: checkpoints.file_identity(p) for name in ("features", "manifest", "backbone")
+               if (p := getattr(self, name)) is not None}  # fmt: skip
+        if self.arch is not None:
+            out["arch"] = f"{self.arch} weights={self.weights or 'hub cache'}"
+        return out
+
+
+@dataclass
+class Sources:
+    """Train rows, the monitored split (``val_split``) and the rows the selection rule reads."""
+
+    train: FeatureSource | ImageSource
+    monitor: FeatureSource | ImageSource | None
+    select: FeatureSource | ImageSource | None
+
+
+def build_model(inputs: TrainInputs, settings: TrainSettings, in_dim: int | None) -> EmbeddingModel:
+    """Head mode: an embedding head on ``in_dim`` features; finetune: backbone + head."""
+    common = {"head_hidden": settings.head_hidden, "head_init": settings.head_init}
+    if settings.mode == "head":
+        return EmbeddingModel(settings.embedding_dim, in_dim=in_dim, **common)
+    if inputs.backbone is not None:
+        backbone, name, kwargs = load_backbone(str(inputs.backbone))
+        options = backbone_options(
+            name, pooling=settings.pooling, googlenet_transform_input=settings.googlenet_transform_input
+        )
+        model = EmbeddingModel(
+            settings.embedding_dim, backbone=name, backbone_kwargs={**kwargs, **options}, **common
+        )
+        assert model.trunk is not None
+        model.trunk.load_state_dict(backbone.state_dict())
+        return model
+    assert inputs.arch is not None
+    options = backbone_options(
+        inputs.arch, pooling=settings.pooling, googlenet_transform_input=settings.googlenet_transform_input
+    )
+    # ImageNet weights, looked up (and checksummed) before any image is read
+    weights = {"pretrained": True, "weights": inputs.weights, "allow_download": inputs.allow_download}
+    return EmbeddingModel(
+        settings.embedding_dim, backbone=inputs.arch, backbone_kwargs={**weights, **options}, **common
+    )
+
+
+def hold_out(splits: np.ndarray, labels: np.ndarray, settings: TrainSettings) -> np.ndarray:
+    """``splits`` with the held-out train classes renamed ``val`` (selection best_val)."""
+    if settings.selection != "best_val":
+        return splits
+    train = splits == "train"
+    held = np.zeros(len(splits), dtype=bool)
+    held[train] = held_out_classes(labels[train], settings.val_class_fraction)
+    return np.where(held, VAL_SPLIT, splits).astype(object)
+
+
+def build_sources(inputs: TrainInputs, settings: TrainSettings) -> tuple[Sources, EmbeddingModel]:
+    monitor_splits = protocol_splits(settings.val_split) if settings.val_split else None
+    if settings.mode not in ("head", "finetune"):
+        raise IAAError(f"unknown train mode {settings.mode!r} (head or finetune)")
+    if settings.mode == "head":
+        if inputs.features is None:
+            raise IAAError("train in head mode needs --features")
+        table = read_embeddings(inputs.features)
+        table = replace(table, splits=hold_out(table.splits, table.labels, settings))
+        make: Any = lambda splits: FeatureSource(table.split(*splits))  # noqa: E731
+        train = make(("train",))
+        if len(train) == 0:
+            raise IAAError(f"{inputs.features} has no train rows")
+        model = build_model(inputs, settings, train.input_dim)
+    else:
+        if inputs.manifest is None or (inputs.backbone is None and inputs.arch is None):
+            raise IAAError("train in finetune mode needs --manifest and --backbone or --arch")
+        model = build_model(inputs, settings, None)
+        manifest = read_manifest(inputs.manifest)
+        frame = manifest.frame
+        splits = hold_out(frame["split"].to_numpy(object), frame["label"].to_numpy(), settings)
+        manifest = Manifest(frame=frame.assign(split=splits), root=manifest.root)
+        opts = ImageOptions(
+            settings.image_size,
+            settings.resize,
+            crop_scale_min=settings.crop_scale_min,
+            workers=settings.workers,
+            square=settings.square_resize,
+            interpolation=settings.interpolation,
+        )
+        make = lambda splits: ImageSource(manifest, splits, opts)  # noqa: E731
+        train = make(("train",))
+    monitor = make(monitor_splits) if monitor_splits else None
+    select = {"best_test": monitor, "best_val": make((VAL_SPLIT,))}.get(settings.selection)
+    return Sources(train, monitor, select), model
+
+
+def samples_per_class(settings: TrainSettings, train_size: int) -> int:
+    """m: ``samples_per_class``, or ``samples_per_class_large`` when the train set has more
+    than 10,000 images (the released code's rule, run.py: ``len(dataset_train) > 1e4``)."""
+    if settings.samples_per_class_large is not None and train_size > LARGE_TRAIN_SET:
+        return settings.samples_per_class_large
+    return settings.samples_per_class

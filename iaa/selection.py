@@ -1,0 +1,114 @@
+"""Model selection: which epoch's model a run reports (SPEC 2.5 item 12).
+
+Three rules, each named in every output that uses it:
+
+- ``last``: the final epoch (the paper's text gives no other rule; what we report by default).
+- ``best_test``: the epoch with the best test R@1, every other metric from that epoch: the
+  released code's protocol (``run.py``, after each epoch), inherited from MDR. It selects on
+  the test set, so it is optimistic (Musgrave et al. 2020, "A Metric Learning Reality Check").
+- ``best_val``: the epoch with the best R@1 on validation classes held out from the TRAIN
+  classes (never trained on): the honest way of Musgrave et al.
+
+R@1 is computed exactly (:func:`iaa.metrics.recall_at_k`) on L2-normalised embeddings, all
+against all (self excluded) within a test-like split, or query against gallery.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from iaa.data.sources import FeatureSource, ImageSource, embed_all
+from iaa.errors import IAAError
+from iaa.io import atomic_path
+from iaa.metrics import recall_at_k
+
+log = logging.getLogger(__name__)
+
+RULES = ("last", "best_test", "best_val")
+RULE_TITLES = {
+    "last": "last epoch",
+    "best_test": "best test R@1 epoch (the released code's protocol; optimistic)",
+    "best_val": "best R@1 epoch on held-out train classes",
+}
+VAL_SPLIT = "val"  # the split name given to held-out train classes
+QUERY_GALLERY = ("query", "gallery")
+
+
+def protocol_splits(split: str) -> tuple[str, ...]:
+    """Splits an R@1 on ``split`` reads: ``query`` means query against gallery (In-Shop)."""
+    return QUERY_GALLERY if split in QUERY_GALLERY else (split,)
+
+
+def held_out_classes(labels: np.ndarray, fraction: float) -> np.ndarray:
+    """Boolean mask (N,) of the rows whose class is held out for ``best_val``.
+
+    ``round(fraction * C)`` of the C classes (at least 2, leaving at least 2 to train on),
+    drawn with a FIXED seed from the sorted class ids, so that every run of a benchmark
+    (losses, methods, seeds) holds out the same classes and their selections are comparable.
+    Raises IAAError when the train set has fewer than 4 classes.
+    """
+    classes = np.unique(labels)
+    if len(classes) < 4:
+        raise IAAError(f"train.selection best_val needs at least 4 train classes, found {len(classes)}")
+    n_val = min(max(2, round(fraction * len(classes))), len(classes) - 2)
+    held = np.random.default_rng(0).permutation(classes)[:n_val]
+    return np.isin(labels, held)
+
+
+@torch.no_grad()
+def recall_at_1(
+    model: torch.nn.Module,
+    source: FeatureSource | ImageSource,
+    device: torch.device,
+    channels_last: bool = False,
+) -> float:
+    """Exact R@1 (a fraction) of ``model`` on ``source``: query vs gallery when the source holds
+    those splits, else all against all with self excluded. NaN when nothing can be retrieved."""
+    if len(source) < 2:
+        return float("nan")
+    emb = F.normalize(embed_all(model, source, 512, device, channels_last), dim=1).numpy()
+    labels, splits = np.asarray(source.labels), np.asarray(source.splits)
+    if {"query", "gallery"} <= set(splits.tolist()):
+        q, g = splits == "query", splits == "gallery"
+        result = recall_at_k(emb[q], labels[q], emb[g], labels[g], [1], exclude_self=False)
+    else:
+        result = recall_at_k(emb, labels, emb, labels, [1], exclude_self=True)
+    return float(result.recall[1]) if result.num_queries > result.num_queries_without_match else float("nan")
+
+
+class BestEpoch:
+    """The best epoch so far under a ``best_*`` rule, its weights kept in ``<ckpt_dir>/best.pt``
+    (atomically, with the run's fingerprint, so a resumed run keeps it and another run never
+    takes it). The first epoch with the highest R@1 wins (a later tie does not replace it)."""
+
+    def __init__(self, path: Path, fingerprint: str) -> None:
+        self.path, self.fingerprint = path, fingerprint
+        self.epoch: int | None = None
+        self.value = -math.inf
+        if path.exists():
+            payload = torch.load(path, map_location="cpu", weights_only=False)
+            if payload.get("fingerprint") == fingerprint:
+                self.epoch, self.value = int(payload["epoch"]), float(payload["value"])
+
+    def update(self, epoch: int, value: float, model: torch.nn.Module) -> bool:
+        """Record ``value`` (R@1) of ``epoch``; save the weights when it is a new best."""
+        if not math.isfinite(value) or value <= self.value:
+            return False
+        self.epoch, self.value = epoch, value
+        state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+        with atomic_path(self.path) as tmp:
+            torch.save({"fingerprint": self.fingerprint, "epoch": epoch, "value": value, "model": state}, tmp)
+        return True
+
+    def state_dict(self) -> dict[str, Any] | None:
+        """The best epoch's model weights, or None if no epoch was evaluated."""
+        if self.epoch is None:
+            return None
+        return torch.load(self.path, map_location="cpu", weights_only=False)["model"]
