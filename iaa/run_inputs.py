@@ -18,6 +18,7 @@ import numpy as np
 
 from iaa import checkpoints
 from iaa.config import TrainSettings
+from iaa.data.decoded_cache import default_cache_dir
 from iaa.data.sources import FeatureSource, ImageOptions, ImageSource
 from iaa.errors import IAAError
 from iaa.io import Manifest, read_embeddings, read_manifest
@@ -125,11 +126,19 @@ def build_sources(inputs: TrainInputs, settings: TrainSettings) -> tuple[Sources
             workers=settings.workers,
             square=settings.square_resize,
             interpolation=settings.interpolation,
+            cache_dir=default_cache_dir(inputs.manifest),
         )
         make = lambda splits: ImageSource(manifest, splits, opts)  # noqa: E731
         train = make(("train",))
     monitor = make(monitor_splits) if monitor_splits else None
-    select = {"best_test": monitor, "best_val": make((VAL_SPLIT,))}.get(settings.selection)
+    if monitor is not None and len(monitor) == 0:
+        raise IAAError(
+            f"train.val_split is {settings.val_split!r} but the data have no such rows "
+            "(set it to a split of the manifest, or null)"
+        )
+    select = monitor if settings.selection == "best_test" else None
+    if settings.selection == "best_val":
+        select = make((VAL_SPLIT,))
     return Sources(train, monitor, select), model
 
 
