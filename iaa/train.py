@@ -246,6 +246,7 @@ def train_stage(
             scaler.update()
             total += float(loss.detach())
             count += 1
+        lr_used = optimizer.param_groups[0]["lr"]  # this epoch's rate, before the scheduler steps
         scheduler.step()
         train_seconds = time.perf_counter() - t0
         monitored = epoch % settings.val_every == 0 or settings.selection == "best_test"
@@ -258,7 +259,7 @@ def train_stage(
         if best is not None:
             best.update(epoch, sel_r1, model)
         row = {
-            "epoch": epoch, "loss": total / max(count, 1), "lr": optimizer.param_groups[0]["lr"],
+            "epoch": epoch, "loss": total / max(count, 1), "lr": lr_used,
             "lambda": lam if iaa_active else 0.0, "iaa_active": int(iaa_active), "estimated": int(estimated),
             "mean_std": float(state.std.mean()) if state.std is not None else math.nan,
             "val_recall@1": val_r1, "selection_recall@1": sel_r1, "seconds": time.perf_counter() - t0,
