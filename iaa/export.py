@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from iaa.benchmarks import get_benchmark
+from iaa.data.decoded_cache import default_cache_dir
 from iaa.data.sources import FeatureSource, ImageOptions, ImageSource, embed_all, place_model
 from iaa.errors import IAAError
 from iaa.io import read_embeddings, read_manifest, require_file, write_embeddings
@@ -66,7 +67,10 @@ def export_stage(
     else:
         if manifest is None:
             raise IAAError(f"{model_path} has a backbone: export needs --manifest")
-        opts = ImageOptions(image_size, resize, workers=workers, square=square, interpolation=interpolation)
+        cache = default_cache_dir(manifest)
+        opts = ImageOptions(
+            image_size, resize, workers=workers, square=square, interpolation=interpolation, cache_dir=cache
+        )
         source = ImageSource(read_manifest(manifest), bench.embed_splits, opts)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     emb = _embed(model, source, batch_size, device)

@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 
 from iaa.benchmarks import get_benchmark
+from iaa.data.decoded_cache import default_cache_dir
 from iaa.data.sources import ImageOptions, ImageSource, embed_all, place_model
 from iaa.io import read_manifest, write_embeddings
 from iaa.models.backbone import backbone_options, build_backbone, load_backbone
@@ -54,7 +55,10 @@ def extract_stage(
             name, pretrained=True, weights=weights, allow_download=allow_download, **options
         )
     manifest = read_manifest(manifest_path)
-    opts = ImageOptions(image_size, resize, workers=workers, square=square, interpolation=interpolation)
+    cache = default_cache_dir(manifest_path)
+    opts = ImageOptions(
+        image_size, resize, workers=workers, square=square, interpolation=interpolation, cache_dir=cache
+    )
     source = ImageSource(manifest, bench.embed_splits, opts)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     channels_last = device.type == "cuda"

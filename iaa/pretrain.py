@@ -15,6 +15,7 @@ from torch import nn
 from tqdm import tqdm
 
 from iaa.config import PretrainSettings
+from iaa.data.decoded_cache import default_cache_dir
 from iaa.data.images import contiguous_labels
 from iaa.data.sources import ImageOptions, ImageSource, model_input
 from iaa.io import read_manifest
@@ -29,9 +30,9 @@ def pretrain_stage(
 ) -> dict[str, float]:
     seed_everything(seed)
     manifest = read_manifest(manifest_path)
-    source = ImageSource(
-        manifest, ("pretrain",), ImageOptions(settings.image_size, settings.image_size, crop_scale_min=0.5)
-    )
+    cache = default_cache_dir(manifest_path)
+    opts = ImageOptions(settings.image_size, settings.image_size, crop_scale_min=0.5, cache_dir=cache)
+    source = ImageSource(manifest, ("pretrain",), opts)
     labels, classes = contiguous_labels(source.labels)
     targets = torch.from_numpy(labels)
     backbone = SynthConvNet(width=settings.width)

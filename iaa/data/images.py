@@ -2,27 +2,41 @@
 
 Transforms stop at uint8 pixels: batches cross to the GPU at a quarter of the float size,
 and each backbone's own input convention (``iaa.models.inputs``) is applied there.
+
+torchvision is imported inside the functions that build its transforms, never at module
+level: it costs ~1.5 s of import time in every ``iaa`` process, and the stages that preload
+their images (synth: :func:`squash_image`, then tensor ops in ``iaa.data.augment``) never
+need it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
-from torchvision.transforms import v2
 
 from iaa.errors import IAAError
 
+if TYPE_CHECKING:  # annotations only: the runtime import is lazy (see the module docstring)
+    from torchvision.transforms import v2
+
 # SPEC 3 says "resize"; the released code resizes with PIL's Lanczos filter (SPEC 2.5 item 9).
-INTERPOLATIONS = {"bilinear": v2.InterpolationMode.BILINEAR, "lanczos": v2.InterpolationMode.LANCZOS}
+# Name -> the PIL filter; torchvision's InterpolationMode of the same name resizes a PIL image
+# with exactly this filter (its ``pil_modes_mapping``), antialiased when shrinking.
+INTERPOLATIONS: dict[str, Image.Resampling] = {
+    "bilinear": Image.Resampling.BILINEAR,
+    "lanczos": Image.Resampling.LANCZOS,
+}
 
 
-def interpolation_mode(name: str) -> v2.InterpolationMode:
-    """The resizing filter called ``name``: "bilinear" or "lanczos"; anything else is an IAAError."""
+def pil_filter(name: str) -> Image.Resampling:
+    """The PIL resampling filter called ``name`` ("bilinear" or "lanczos"); anything else is an
+    IAAError naming the known ones. Checks a name without importing torchvision."""
     try:
         return INTERPOLATIONS[name]
     except KeyError:
@@ -30,9 +44,34 @@ def interpolation_mode(name: str) -> v2.InterpolationMode:
         raise IAAError(f"unknown interpolation {name!r}; expected one of {known}") from None
 
 
+def interpolation_mode(name: str) -> v2.InterpolationMode:
+    """torchvision's resizing filter called ``name``: "bilinear" or "lanczos"; anything else is
+    an IAAError."""
+    pil_filter(name)  # the same check and message, before torchvision is imported
+    from torchvision.transforms import v2
+
+    return v2.InterpolationMode(name)
+
+
 def squash(size: int, interpolation: str = "bilinear") -> v2.Resize:
     """Resize a PIL image to ``size`` x ``size`` whatever its aspect ratio (SPEC 3's 256 x 256)."""
+    from torchvision.transforms import v2
+
     return v2.Resize((size, size), interpolation=interpolation_mode(interpolation), antialias=True)
+
+
+def squash_image(image: Image.Image, size: int, interpolation: str = "bilinear") -> Image.Image:
+    """``squash(size, interpolation)(image)`` without torchvision: the same PIL call.
+
+    torchvision resizes a PIL image with ``image.resize((w, h), <PIL filter>)`` and returns
+    it unchanged when it already has the requested size; both are repeated here, so the
+    pixels are identical (tests/test_decoded_cache.py checks it). An unknown
+    ``interpolation`` is an IAAError.
+    """
+    resample = pil_filter(interpolation)
+    if image.size == (size, size):
+        return image
+    return image.resize((size, size), resample=resample)
 
 
 # Every geometric step runs on the PIL image and ``ToImage`` comes last: PIL is what the
@@ -52,6 +91,8 @@ def train_transform(
     CUB); without: crop the original image. Then RandomResizedCrop(image_size, scale=
     (crop_scale_min, 1), ratio=(3/4, 4/3)) and a horizontal flip with probability 1/2.
     """
+    from torchvision.transforms import v2
+
     mode = interpolation_mode(interpolation)
     steps: list[Callable] = [squash(square_resize, interpolation)] if square_resize else []
     steps += [
@@ -73,6 +114,8 @@ def eval_transform(
     center-crop image_size. Not square (CUB): the shorter side to ``resize``, aspect kept,
     then center-crop image_size.
     """
+    from torchvision.transforms import v2
+
     first = (
         squash(resize, interpolation)
         if square

@@ -21,17 +21,17 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import DataLoader
-from torchvision.transforms import v2
 from tqdm import tqdm
 
 from iaa.data.augment import center_crop, random_resized_crop_flip, to_unit
+from iaa.data.decoded_cache import cached_decode
 from iaa.data.images import (
     ImageDataset,
     check_images_exist,
     eval_transform,
-    interpolation_mode,
     load_rgb,
-    squash,
+    pil_filter,
+    squash_image,
     train_transform,
 )
 from iaa.io import EmbeddingTable, Manifest
@@ -74,6 +74,8 @@ class ImageOptions:
     ``square``: every pass squashes the image to resize x resize first (train: random crop
     of that; eval: center crop of that); not square (CUB): train crops the original image,
     eval resizes the shorter side to ``resize``. ``interpolation``: "bilinear" or "lanczos".
+    ``cache_dir``: where preloaded images are cached once decoded (``iaa.data.decoded_cache``;
+    the stages pass ``decoded/`` beside the manifest); None decodes every time.
     """
 
     image_size: int
@@ -85,6 +87,7 @@ class ImageOptions:
     # Decode every image once into memory (squashed to resize x resize) and augment whole
     # batches with tensor ops; "auto" does so when that takes under PRELOAD_LIMIT bytes.
     preload: bool | str = "auto"
+    cache_dir: Path | None = None
 
 
 PRELOAD_LIMIT = 1 << 30
@@ -101,7 +104,7 @@ class ImageSource:
         self.files = manifest.absolute_paths(frame)
         check_images_exist(self.files)
         self.options = options
-        interpolation_mode(options.interpolation)  # an unknown filter fails before any decoding
+        pil_filter(options.interpolation)  # an unknown filter fails before any decoding
         preload = options.preload
         if preload == "auto":
             preload = len(self.files) * 3 * options.resize**2 <= PRELOAD_LIMIT
@@ -110,7 +113,8 @@ class ImageSource:
             # crops the original, which only matches when every image is square already.
             log.info("not preloading %d images: training crops the originals (square off)", len(self.files))
             preload = False
-        self.images = _decode_all(self.files, options.resize, options.interpolation) if preload else None
+        o = options
+        self.images = _decode_all(self.files, o.resize, o.interpolation, o.cache_dir) if preload else None
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -161,17 +165,28 @@ def _all_square(files: list[Path]) -> bool:
     return True
 
 
-def _decode_all(files: list[Path], resize: int, interpolation: str) -> torch.Tensor:
+def _decode_all(
+    files: list[Path], resize: int, interpolation: str, cache_dir: Path | None = None
+) -> torch.Tensor:
     """All images as one uint8 tensor (N, 3, resize, resize), each squashed to resize x resize.
 
     That is the first step of both SPEC 3 transforms (``images.squash``, the same filter), so
     a center crop of it is exactly the eval transform and a random crop of it the train one.
+    Decoded with PIL alone (``images.squash_image``: the same pixels as torchvision's
+    ``squash``, without importing torchvision). With ``cache_dir`` the array is read from
+    there when a job already decoded the same files, and written there otherwise
+    (``iaa.data.decoded_cache``: the same bytes either way).
     """
-    prepare = v2.Compose([squash(resize, interpolation), v2.ToImage()])
-    out = torch.empty(len(files), 3, resize, resize, dtype=torch.uint8)
-    for i, path in enumerate(tqdm(files, desc="decode", leave=False, mininterval=5)):
-        out[i] = prepare(load_rgb(path))
-    return out
+
+    def decode() -> np.ndarray:
+        out = np.empty((len(files), 3, resize, resize), dtype=np.uint8)
+        for i, path in enumerate(tqdm(files, desc="decode", leave=False, mininterval=5)):
+            # (H, W, 3) -> (3, H, W), as torchvision's ToImage lays out a PIL image
+            out[i] = np.asarray(squash_image(load_rgb(path), resize, interpolation)).transpose(2, 0, 1)
+        return out
+
+    images = decode() if cache_dir is None else cached_decode(files, resize, interpolation, cache_dir, decode)
+    return torch.from_numpy(images)
 
 
 def model_input(

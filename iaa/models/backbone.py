@@ -15,10 +15,15 @@ The synth backbone is four conv-BN-ReLU stages (width, 2w, 4w, 8w channels) with
 pooling between them and global average pooling at the end: at 32 px it is ~4 M
 multiply-adds per image for width 16, so a CPU core pushes thousands of images a second,
 yet BatchNorm is there to be frozen exactly as the paper's protocol freezes it.
+
+The ImageNet architectures are imported on first use (:func:`_lazy`): googlenet and resnet50
+subclass torchvision's models, and importing torchvision costs ~1.5 s in every ``iaa``
+process, which synth's stages (the majority of the built-in DAG's jobs) never need.
 """
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -27,11 +32,8 @@ import torch
 from torch import nn
 
 from iaa.errors import IAAError
-from iaa.models.bn_inception import BNInception
-from iaa.models.googlenet import GoogLeNetTrunk
 from iaa.models.inputs import IMAGENET_RGB
 from iaa.models.pooling import POOLINGS
-from iaa.models.resnet import ResNet50Trunk
 from iaa.models.weights import WEIGHTS, load_pretrained, locate_weights
 
 
@@ -69,11 +71,24 @@ class SynthConvNet(nn.Module):
         return self.features(x)
 
 
+def _lazy(module: str, cls: str) -> Callable[..., nn.Module]:
+    """A constructor of ``module.cls`` that imports ``module`` when first called (then
+    Python's module cache makes it free), so the registry itself imports nothing heavy."""
+
+    def build(**kwargs: Any) -> nn.Module:
+        return getattr(importlib.import_module(module), cls)(**kwargs)
+
+    build.__name__ = build.__qualname__ = cls
+    build.__doc__ = f"Build :class:`{module}.{cls}` (imported on first use)."
+    return build
+
+
+# Name -> constructor (keyword arguments only). The ImageNet trunks are lazy (module docstring).
 BACKBONES: dict[str, Callable[..., nn.Module]] = {
     "synth": SynthConvNet,
-    "googlenet": GoogLeNetTrunk,
-    "bn_inception": BNInception,
-    "resnet50": ResNet50Trunk,
+    "googlenet": _lazy("iaa.models.googlenet", "GoogLeNetTrunk"),
+    "bn_inception": _lazy("iaa.models.bn_inception", "BNInception"),
+    "resnet50": _lazy("iaa.models.resnet", "ResNet50Trunk"),
 }
 
 # Keyword arguments of build_backbone that choose the initial weights, not the architecture.
