@@ -42,6 +42,20 @@ def file_identity(path: str | Path) -> str:
     return f"{p.stat().st_size}:{digest.hexdigest()}"
 
 
+def sizes_identity(paths: list[Path]) -> str:
+    """``<count>:<blake2b-128 of the paths' byte sizes>``: a cheap identity of many files (a
+    stat each; SOP's 120k images in about a second) that survives copying them elsewhere.
+    A missing file counts as size -1 (training then names it)."""
+    digest = hashlib.blake2b(digest_size=16)
+    for p in paths:
+        try:
+            size = p.stat().st_size
+        except OSError:
+            size = -1
+        digest.update(f"{size};".encode())
+    return f"{len(paths)}:{digest.hexdigest()}"
+
+
 def run_fingerprint(
     settings: TrainSettings, loss_name: str, method: str, seed: int, inputs: Mapping[str, Any] | None = None
 ) -> str:

@@ -46,6 +46,10 @@ class TrainInputs:
         """What the resume fingerprint records of the inputs (``iaa.checkpoints``)."""
         out = {name: checkpoints.file_identity(p) for name in ("features", "manifest", "backbone")
                if (p := getattr(self, name)) is not None}  # fmt: skip
+        if self.manifest is not None and self.features is None:
+            # the images themselves: a prepare rerun (another cache filter or size) can rewrite
+            # them under the same paths, leaving the manifest's bytes unchanged
+            out["images"] = checkpoints.sizes_identity(read_manifest(self.manifest).absolute_paths())
         if self.arch is not None:
             out["arch"] = f"{self.arch} weights={self.weights or 'hub cache'}"
         return out

@@ -22,7 +22,7 @@ import iaa.train as train_module
 from iaa.checkpoints import restore_generator, run_fingerprint
 from iaa.cli import main
 from iaa.config import IAASettings, LossSettings, TrainSettings, to_dict
-from iaa.io import write_embeddings
+from iaa.io import write_embeddings, write_manifest
 from iaa.train import TrainInputs, train_stage
 
 EPOCHS = 3
@@ -151,7 +151,20 @@ def test_a_finished_run_with_unchanged_inputs_trains_nothing(tmp_path, info):
 def test_a_changed_manifest_or_backbone_changes_the_fingerprint(tmp_path):
     settings = _settings(mode="finetune")
     manifest, backbone = tmp_path / "manifest.parquet", tmp_path / "backbone.pt"
-    manifest.write_bytes(b"manifest v1")
+    images = [tmp_path / "img" / f"{i}.jpg" for i in range(2)]
+    images[0].parent.mkdir()
+    for i, path in enumerate(images):
+        path.write_bytes(b"jpeg" * (i + 1))
+    frame = pd.DataFrame(
+        {
+            "path": [f"img/{i}.jpg" for i in range(2)],
+            "label": [0, 1],
+            "split": "train",
+            "class_name": ["a", "b"],
+        }
+    )
+    write_manifest(manifest, frame, tmp_path)
+    v1 = manifest.read_bytes()
     backbone.write_bytes(b"backbone v1")
     inputs = TrainInputs(manifest=manifest, backbone=backbone)
 
@@ -160,9 +173,15 @@ def test_a_changed_manifest_or_backbone_changes_the_fingerprint(tmp_path):
 
     before = fingerprint()
     assert fingerprint() == before
-    manifest.write_bytes(b"manifest v2")  # same size, other content
+    write_manifest(manifest, frame.assign(label=[1, 0]), tmp_path)  # other content
     assert fingerprint() != before
-    manifest.write_bytes(b"manifest v1")
+    manifest.write_bytes(v1)
+    assert fingerprint() == before
+    # an image rewritten under the same path (e.g. another cache filter): the manifest's bytes
+    # stay, the image's size changes
+    images[1].write_bytes(b"jpeg" * 3)
+    assert fingerprint() != before
+    images[1].write_bytes(b"jpeg" * 2)
     assert fingerprint() == before
     backbone.write_bytes(b"backbone v1 retrained")
     assert fingerprint() != before
