@@ -299,8 +299,12 @@ def test_a_checkpoint_with_another_devices_noise_state_resumes(tmp_path, monkeyp
     restore()
     newest = run / "ckpt" / "epoch_002.pt"
     payload = torch.load(newest, map_location="cpu", weights_only=False)
-    assert payload["rng"]["noise"].numel() > 16  # a CPU generator's state
-    payload["rng"]["noise"] = torch.zeros(16, dtype=torch.uint8)  # as if saved on a GPU
+    # the other device type's state: a GPU's (16 bytes: seed + offset) where this run saved a
+    # CPU generator's, a CPU's where it ran on a GPU (the device check runs this on CUDA)
+    if payload["rng"]["noise"].numel() > 16:
+        payload["rng"]["noise"] = torch.zeros(16, dtype=torch.uint8)
+    else:
+        payload["rng"]["noise"] = torch.Generator().get_state()
     torch.save(payload, newest)
 
     caplog.clear()
