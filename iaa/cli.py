@@ -260,7 +260,11 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     sp.add_argument("--history", type=Path, required=True, help="per-epoch history CSV")
     sp.add_argument("--checkpoints", type=Path, default=None, help="default: <out dir>/checkpoints")
-    sp.add_argument("--settings", default=None, help="JSON: the config's train section")
+    sp.add_argument(
+        "--settings", default=None,
+        help="JSON: the config's train section, as the workflow builds it; its 'recipe' is a label "
+        "only (the workflow lays the recipe's bundle, iaa/recipes.py, under your config)",
+    )  # fmt: skip
 
     sp = stage("export", cmd_export, "embeddings of train and evaluation images -> Parquet")
     sp.add_argument("--benchmark", required=True)

@@ -136,6 +136,21 @@ def to_dict(settings: Any) -> dict[str, Any]:
     return dataclasses.asdict(settings)
 
 
+# Keys with a fixed set of values (the schema's enums), checked again for by-hand --settings.
+_CHOICES: dict[str, tuple[str, ...]] = {
+    "mode": ("finetune", "head"),
+    "selection": ("last", "best_test", "best_val"),
+    "sampler": ("balanced", "released"),
+    "interpolation": ("bilinear", "lanczos"),
+    "head_init": ("default", "kaiming_fan_out"),
+    "pooling": ("avg", "max_avg"),
+    "recipe": ("paper", "released"),
+    "iaa.estimation_transform": ("eval", "train"),
+    "iaa.correction": ("auto", "on", "off"),
+    "iaa.mean": ("dynamic", "fixed"),
+}
+
+
 def check_train_settings(settings: TrainSettings, methods: list[str] | tuple[str, ...] = ("iaa",)) -> None:
     """Refuse settings under which training cannot work by construction, with one line naming
     the key (IAAError). Checked by the workflow before any job runs and by ``iaa train``.
@@ -145,8 +160,15 @@ def check_train_settings(settings: TrainSettings, methods: list[str] | tuple[str
     - a batch without room for two classes (``batch_size <= samples_per_class``): no negatives;
     - IAA runs whose first global estimation (epoch ``iaa.start_epoch + 1``) comes after the
       last epoch: they would silently be baseline runs;
-    - ``selection: best_test`` without a ``val_split`` to select on.
+    - ``selection: best_test`` without a ``val_split`` to select on;
+    - a value outside a key's choices (the schema checks them in the workflow; this catches a
+      by-hand ``--settings`` such as ``"selection": "best_vall"``).
     """
+    for key, allowed in _CHOICES.items():
+        section, _, name = key.rpartition(".")
+        value = getattr(settings.iaa if section == "iaa" else settings, name)
+        if value not in allowed:
+            raise IAAError(f"train.{key} is {value!r}; expected one of {', '.join(allowed)}")
     for key in ("samples_per_class", "samples_per_class_large"):
         m = getattr(settings, key)
         if m is not None and m < 2:

@@ -174,11 +174,13 @@ def evaluate_stage(
                 f"embeddings file {selected} holds a final model's embeddings (metadata "
                 f"{META_EPOCH_KIND}); --selected takes the selected model's"
             )
-        if (sel_prov.selection, sel_prov.recipe) != (final_prov.selection, final_prov.recipe):
+        if (sel_prov.selection, sel_prov.recipe) != (final_prov.selection, final_prov.recipe) or not (
+            sel_prov.same_run(final_prov)
+        ):
             raise IAAError(
                 f"embeddings file {selected} (selection {sel_prov.selection}, recipe {sel_prov.recipe}) "
                 f"and {embeddings_path} (selection {final_prov.selection}, recipe {final_prov.recipe}) "
-                "are not the same run's"
+                f"are not the same run's (models {sel_prov.model} and {final_prov.model})"
             )
         selection = sel_prov.selection
         if sel_prov.epoch is not None and sel_prov.epoch == final_prov.epoch:

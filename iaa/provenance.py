@@ -27,6 +27,7 @@ import math
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pyarrow.parquet as pq
@@ -55,7 +56,10 @@ SELECTION_NOTES = {
     "best_test": (
         "selected = best test R@1 epoch (the released code's protocol; optimistic, Musgrave et al. 2020)"
     ),
-    "best_val": "selected = best R@1 epoch on held-out train classes (honest selection; test never seen)",
+    "best_val": (
+        "selected = best R@1 epoch on held-out train classes (honest selection; test never seen; "
+        "final and selected models alike trained without those classes)"
+    ),
 }
 
 
@@ -73,6 +77,13 @@ class Provenance:
     selection: str = "last"
     recipe: str | None = None
     epoch_kind: str | None = None
+    model: str | None = None  # the checkpoint the embeddings came from (metadata iaa.model)
+
+    def same_run(self, other: Provenance) -> bool:
+        """Whether two files' checkpoints sit in one run folder (unknown counts as the same)."""
+        if self.model is None or other.model is None:
+            return True
+        return Path(self.model).parent == Path(other.model).parent
 
     def metadata(self, model: str | os.PathLike[str]) -> dict[str, str]:
         """The Parquet schema metadata recording this provenance (unknown values left out)."""
@@ -153,6 +164,7 @@ def read_provenance(path: str | os.PathLike[str]) -> Provenance:
         selection=check_selection(meta.get(META_SELECTION, "last"), source, f"metadata {META_SELECTION}"),
         recipe=check_recipe(meta.get(META_RECIPE), source, f"metadata {META_RECIPE}"),
         epoch_kind=kind,
+        model=meta.get(META_MODEL),
     )
 
 

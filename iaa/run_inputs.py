@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,8 @@ from iaa.io import Manifest, read_embeddings, read_manifest
 from iaa.models.backbone import backbone_options, load_backbone
 from iaa.models.embedder import EmbeddingModel
 from iaa.selection import VAL_SPLIT, held_out_classes, protocol_splits
+
+log = logging.getLogger(__name__)
 
 LARGE_TRAIN_SET = 10_000  # images; above it samples_per_class_large applies (released run.py)
 
@@ -98,6 +101,10 @@ def hold_out(splits: np.ndarray, labels: np.ndarray, settings: TrainSettings) ->
     train = splits == "train"
     held = np.zeros(len(splits), dtype=bool)
     held[train] = held_out_classes(labels[train], settings.val_class_fraction)
+    log.info(
+        "selection best_val: %d of %d train classes (%d images) held out of training to select on",
+        len(np.unique(labels[held])), len(np.unique(labels[train])), int(held.sum()),
+    )  # fmt: skip
     return np.where(held, VAL_SPLIT, splits).astype(object)
 
 

@@ -195,9 +195,11 @@ def train_stage(
     copies = ia.copies_by_loss.get(loss_name, ia.copies)  # released: contrastive M=2 on SOP/In-Shop
     log.info(
         "run %s/%s seed %d (recipe %s): %d train images, %d classes, batch %d of %d per class (%s sampler), "
-        "%d iterations/epoch, lr %g, M %d, correction %s, selection %s, device %s%s%s, from epoch %d",
+        "%d iterations/epoch, lr %g (embedding layer %g), M %d, correction %s, selection %s, "
+        "device %s%s%s, from epoch %d",
         loss_name, method, seed, settings.recipe, len(src.train), num_classes, settings.batch_size, m,
-        settings.sampler, iterations, lr, copies, correction, settings.selection, device,
+        settings.sampler, iterations, lr, lr * settings.embedding_lr_multiplier, copies, correction,
+        settings.selection, device,
         f", {amp_dtype} autocast" if amp else "", ", channels-last" if channels_last else "", state.epoch + 1,
     )  # fmt: skip
 

@@ -232,6 +232,7 @@ def test_final_and_selected_mix_ups_are_one_line_errors(tmp_path, rng):
         "selected": _meta(3, "selected"),
         "other_rule": _meta(3, "selected", selection="best_val"),
         "bad_epoch": {**_meta(3, "selected"), "iaa.epoch": "three"},
+        "other_run": {**_meta(3, "selected"), "iaa.model": "runs/another-run/selected.pt"},
     }.items():
         paths[name] = tmp_path / f"{name}.parquet"
         _write(paths[name], [("test", test, test_y)], meta)
@@ -242,6 +243,8 @@ def test_final_and_selected_mix_ups_are_one_line_errors(tmp_path, rng):
         evaluate_stage(paths["final"], out, selected=paths["final"], recall_k=[1])
     with pytest.raises(IAAError, match="not the same run's"):
         evaluate_stage(paths["final"], out, selected=paths["other_rule"], recall_k=[1])
+    with pytest.raises(IAAError, match="not the same run's .*another-run"):
+        evaluate_stage(paths["final"], out, selected=paths["other_run"], recall_k=[1])
     with pytest.raises(IAAError, match=r"bad_epoch.parquet: metadata iaa.epoch is 'three'"):
         evaluate_stage(paths["final"], out, selected=paths["bad_epoch"], recall_k=[1])
     assert not out.exists()

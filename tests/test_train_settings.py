@@ -74,6 +74,13 @@ def _cli_train(tmp: Path, settings: dict, method: str = "iaa", features: Path | 
         ),
         ({"mode": "head", "epochs": 3, "iaa": {"start_epoch": 7}}, "iaa", ["train.iaa.start_epoch (7)"]),
         ({"mode": "head", "selection": "best_test", "val_split": None}, "iaa", ["train.val_split"]),
+        ({"mode": "head", "selection": "best_vall"}, "iaa", ["train.selection is 'best_vall'", "best_val"]),
+        ({"mode": "head", "sampler": "mdr"}, "iaa", ["train.sampler is 'mdr'"]),
+        (
+            {"mode": "head", "iaa": {"estimation_transform": "crop"}},
+            "iaa",
+            ["train.iaa.estimation_transform"],
+        ),
     ],
 )
 def test_iaa_train_refuses_settings_that_cannot_train(tmp_path, capsys, settings, method, names):
