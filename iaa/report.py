@@ -157,9 +157,20 @@ def format_markdown(
 _R1_CURVES = (("val_recall@1", "-", "validation R@1"), ("selection_recall@1", "--", "selection R@1"))
 
 
-def plot_curves(histories: dict[str, pd.DataFrame], losses: list[str], out: Path, benchmark: str) -> None:
+def _same_curve(history: pd.DataFrame, key: str, other: str) -> bool:
+    """Whether column ``key`` repeats ``other`` (NaN where it is NaN, equal elsewhere)."""
+    if other not in history.columns:
+        return False
+    a, b = history[key], history[other]
+    return bool(((a == b) | (a.isna() & b.isna())).all())
+
+
+def plot_curves(
+    histories: dict[str, pd.DataFrame], losses: list[str], out: Path, benchmark: str, subtitle: str = ""
+) -> None:
     """Training loss (top) and R@1 per epoch (bottom: validation solid, the selection rule's
-    R@1 dashed where recorded), baseline vs IAA, mean ± std over seeds."""
+    R@1 dashed where recorded and different: under best_test it is the validation R@1),
+    baseline vs IAA, mean ± std over seeds. ``subtitle``: the recipe and selection line."""
     fig, axes = plt.subplots(2, len(losses), figsize=(4.2 * len(losses), 6.5), squeeze=False)
     for col, loss in enumerate(losses):
         for method, colour in (("baseline", "tab:blue"), ("iaa", "tab:red")):
@@ -175,6 +186,8 @@ def plot_curves(histories: dict[str, pd.DataFrame], losses: list[str], out: Path
             curves += [(key, style, f"{name} {what}", 1) for key, style, what in _R1_CURVES]
             for key, style, label, row in curves:
                 with_key = [h for h in runs if key in h.columns]
+                if key == "selection_recall@1":  # drawn only where it is not the validation R@1
+                    with_key = [h for h in with_key if not _same_curve(h, key, "val_recall@1")]
                 if not with_key:
                     continue
                 # Validation runs every val_every epochs: the other rows are NaN.
@@ -202,7 +215,7 @@ def plot_curves(histories: dict[str, pd.DataFrame], losses: list[str], out: Path
         axes[0, col].legend(fontsize=8)
         if axes[1, col].get_legend_handles_labels()[0]:
             axes[1, col].legend(fontsize=7)
-    fig.suptitle(f"{benchmark}: training curves")
+    fig.suptitle(f"{benchmark}: training curves" + (f"\n{subtitle}" if subtitle else ""), fontsize=10)
     fig.tight_layout()
     with atomic_path(out) as tmp:
         fig.savefig(tmp, format="png", dpi=110)
@@ -257,7 +270,7 @@ def report_stage(
     with atomic_path(table_md) as tmp:
         tmp.write_text(markdown)
     histories = {p.parent.name: pd.read_csv(p) for p in history_files}
-    plot_curves(histories, losses, curves_png, benchmark)
+    plot_curves(histories, losses, curves_png, benchmark, subtitle=header)
     log.info("\n%s", markdown)
     if table1_md is not None:
         text = format_table1({p.name.split(".")[0]: read_json(p) for p in correlations or []}, benchmark)
