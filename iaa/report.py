@@ -126,7 +126,8 @@ def format_markdown(
     if selected:
         lines += [
             "",
-            "Each cell: final-epoch model / selected model; selected epoch: mean ± std over seeds.",
+            "Each cell: final-epoch model / selected model; selected epoch: mean ± std over seeds "
+            "(Pretrained: the backbone's features, one value).",
             "",
             "| method | seeds | selected epoch | " + " | ".join(titles) + " |",
             "|---|---|---|" + "---|" * len(titles),
@@ -137,11 +138,13 @@ def format_markdown(
     for row in dict.fromkeys(table["row"]):
         g = {kind: indexed.loc[(row, kind)] for kind in EPOCH_KINDS}
         seeds = int(g["final"].loc[titles, "n"].max())
+        # a row without epochs (the pretrained features) has nothing selected: one value
+        trained = selected and int(g["selected"].loc["epoch", "n"]) > 0
         cells = []
         for t in titles:
             final = _cell(*g["final"].loc[t, ["mean", "std", "n"]])
             cells.append(
-                f"{final} / {_cell(*g['selected'].loc[t, ['mean', 'std', 'n']])}" if selected else final
+                f"{final} / {_cell(*g['selected'].loc[t, ['mean', 'std', 'n']])}" if trained else final
             )
         if selected:
             epoch = g["selected"].loc["epoch"]
