@@ -23,11 +23,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-import numpy as np
-
 from iaa.errors import IAAError
 from iaa.index import INDEX_KINDS
-from iaa.io import EmbeddingTable, read_embeddings, write_json
+from iaa.io import EmbeddingTable, embedding_splits, read_embeddings, write_json
 from iaa.metrics import DEFAULT_KMEANS_NITER, retrieval_metrics
 from iaa.provenance import META_EPOCH_KIND, metrics_payload, read_provenance
 
@@ -213,10 +211,11 @@ def evaluate_file(
     nprobe: int | None = None,
 ) -> dict[str, Any]:
     """The metrics of one protocol of one embeddings Parquet (keys as in :func:`evaluate_stage`)."""
-    table = read_embeddings(embeddings_path, with_paths=False)
-    protocol = resolve_protocol(table.splits, split, source=f"embeddings file {embeddings_path}")
-    if not np.isfinite(table.embeddings).all():
-        raise IAAError(f"embeddings file {embeddings_path} contains NaN or infinite values")
+    present = embedding_splits(embeddings_path)
+    protocol = resolve_protocol(present, split, source=f"embeddings file {embeddings_path}")
+    # only the protocol's rows are read, and read_embeddings refuses bad ones (NaN, all-zero, ...)
+    wanted = sorted({protocol.query_split, protocol.gallery_split})
+    table = read_embeddings(embeddings_path, splits=wanted, with_paths=False)
     try:
         metrics: dict[str, Any] = dict(
             evaluate_table(

@@ -63,7 +63,8 @@ def export_stage(
     if model.trunk is None:
         if features is None:
             raise IAAError(f"{model_path} is an embedding head: export needs --features")
-        source = FeatureSource(read_embeddings(features, splits=list(bench.embed_splits)))
+        in_dim = model.config.get("in_dim")  # features of another dimension are refused on reading
+        source = FeatureSource(read_embeddings(features, splits=list(bench.embed_splits), dim=in_dim))
     else:
         if manifest is None:
             raise IAAError(f"{model_path} has a backbone: export needs --manifest")

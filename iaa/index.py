@@ -32,7 +32,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from iaa.errors import IAAError
-from iaa.io import EmbeddingTable, atomic_path, read_embeddings, require_file
+from iaa.io import EmbeddingTable, atomic_path, embedding_splits, read_embeddings, require_file
 
 IndexKind = Literal["flat", "ivf", "hnsw"]
 INDEX_KINDS: tuple[str, ...] = ("flat", "ivf", "hnsw")
@@ -299,17 +299,16 @@ def read_index_ids(index_path: str | os.PathLike[str]) -> pd.DataFrame | None:
     return pq.read_table(p).to_pandas()
 
 
-def _splits_present(table: EmbeddingTable) -> list[str]:
-    return sorted({str(s) for s in table.splits})
-
-
-def _select_split(table: EmbeddingTable, split: str, path: str | os.PathLike[str]) -> EmbeddingTable:
-    present = _splits_present(table)
+def _read_split(
+    path: str | os.PathLike[str], split: str, present: list[str], dim: int | None = None
+) -> EmbeddingTable:
+    """The rows of ``split`` only, checked by :func:`read_embeddings` (rows of other splits are
+    neither read nor checked)."""
     if split not in present:
         raise IAAError(
             f"embeddings file {path} has no split {split!r} (splits present: {', '.join(present)})"
         )
-    return table.split(split)
+    return read_embeddings(path, splits=[split], dim=dim)
 
 
 def index_stage(
@@ -331,7 +330,7 @@ def index_stage(
     """
     if kind not in INDEX_KINDS:
         raise IAAError(f"unknown index kind {kind!r}; expected one of {', '.join(INDEX_KINDS)}")
-    table = _select_split(read_embeddings(embeddings_path), split, embeddings_path)
+    table = _read_split(embeddings_path, split, embedding_splits(embeddings_path))
     index = build_index(table.embeddings, kind, nlist=nlist, nprobe=nprobe, m=m, seed=seed)
     out = Path(out_path)
     write_index_ids(ids_path(out), table)
@@ -339,8 +338,7 @@ def index_stage(
     return out
 
 
-def _query_split(table: EmbeddingTable, indexed: pd.DataFrame | None, path: str | os.PathLike[str]) -> str:
-    present = _splits_present(table)
+def _query_split(present: list[str], indexed: pd.DataFrame | None, path: str | os.PathLike[str]) -> str:
     if "query" in present:
         return "query"
     if len(present) == 1:
@@ -382,9 +380,9 @@ def search_stage(
         raise IAAError(
             f"sidecar {ids_path(index_path)} has {len(indexed)} rows, index {index_path} has {index.ntotal}"
         )
-    table = read_embeddings(query_embeddings_path)
-    chosen = split if split is not None else _query_split(table, indexed, query_embeddings_path)
-    queries = _select_split(table, chosen, query_embeddings_path)
+    present = embedding_splits(query_embeddings_path)
+    chosen = split if split is not None else _query_split(present, indexed, query_embeddings_path)
+    queries = _read_split(query_embeddings_path, chosen, present)
     if queries.dim != index.d:
         raise IAAError(
             f"queries in {query_embeddings_path} have dimension {queries.dim}, index {index_path} "

@@ -115,7 +115,9 @@ def build_sources(inputs: TrainInputs, settings: TrainSettings) -> tuple[Sources
     if settings.mode == "head":
         if inputs.features is None:
             raise IAAError("train in head mode needs --features")
-        table = read_embeddings(inputs.features)
+        # only the splits training uses are read (and checked: read_embeddings refuses bad rows)
+        used = sorted({"train", *(monitor_splits or ())})
+        table = read_embeddings(inputs.features, splits=used)
         table = replace(table, splits=hold_out(table.splits, table.labels, settings))
         make: Any = lambda splits: FeatureSource(table.split(*splits))  # noqa: E731
         train = make(("train",))
