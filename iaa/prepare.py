@@ -39,7 +39,7 @@ def prepare_stage(
     """Write the manifest of ``benchmark`` to ``out``.
 
     Synth images are generated under ``data_dir`` (``workers`` processes, default 1);
-    a real dataset is read from ``root`` and its images checked by ``workers`` threads
+    a real dataset is read from ``root`` and its images decoded in full by ``workers`` threads
     (default: one per CPU), optionally squashed to ``cache_size`` x ``cache_size`` into
     ``resized_cache`` (with ``cache_square``; without it, CUB, the originals are kept).
     """

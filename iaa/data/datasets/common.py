@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageFile, UnidentifiedImageError
 
 from iaa.errors import IAAError
 from iaa.io import MANIFEST_COLUMNS, write_json, write_manifest
@@ -35,7 +35,10 @@ CACHE_MARKER = ".iaa-cache.json"
 CACHE_FILTERS = {"bilinear": Image.Resampling.BILINEAR, "lanczos": Image.Resampling.LANCZOS}
 _MISSING = "missing"
 _EXAMPLES = 3  # bad files named in a message; the rest are only counted
-_CHUNK = 256  # paths per pool task: per-task overhead would dominate a header check
+_CHUNK = 64  # paths per pool task: enough to amortise the task overhead, small enough to balance
+# PIL modes of more than 8 bits per sample that ``convert("RGB")`` clips instead of scaling
+# (a 16-bit PNG would come out almost all white): 0..65535 is mapped to 0..255.
+WIDE_MODES = frozenset({"I", "I;16", "I;16B", "I;16L", "I;16N"})
 
 
 @dataclass(frozen=True)
@@ -143,11 +146,43 @@ def _one_line(err: BaseException) -> str:
     return text if len(text) <= 100 else text[:97] + "..."
 
 
+def to_rgb(img: Image.Image) -> Image.Image:
+    """``img`` as 8-bit RGB, the one conversion every loader uses (``iaa.data.images.load_rgb``
+    and the resized cache), so no image comes out clipped or saturated.
+
+    * RGB: unchanged. L, 1, CMYK, YCbCr, ...: PIL's own ``convert("RGB")``.
+    * 16/32-bit integer (I;16, I;16B, I;16L, I;16N, I): ``round(v / 257)``, clipped to 0..255,
+      i.e. 0..65535 -> 0..255 (PIL's ``convert`` clips instead: an almost white image).
+    * F (float): PIL's convention, values on the 0..255 scale; rounded (PIL's ``convert``
+      truncates) and clipped, NaN -> 0.
+    * RGBA, LA, PA and P (with or without a transparency entry): the alpha channel is dropped
+      and the stored colours are kept, as torchvision's loader (``convert("RGB")``) does; a
+      palette image with transparency goes through RGBA, without PIL's warning about it.
+    """
+    if img.mode == "RGB":
+        return img
+    if img.mode in WIDE_MODES or img.mode == "F":
+        values = np.asarray(img).astype(np.float64)
+        if img.mode != "F":
+            values /= 257.0
+        gray = np.clip(np.nan_to_num(np.rint(values)), 0, 255).astype(np.uint8)
+        return Image.fromarray(gray).convert("RGB")
+    if img.mode == "P" and "transparency" in img.info:
+        return img.convert("RGBA").convert("RGB")
+    return img.convert("RGB")
+
+
 def _check_image(path: Path) -> str | None:
-    """None if the header decodes, else why not. ``verify`` reads no pixel data: fast."""
+    """None if every pixel decodes (and converts to RGB as the loaders will), else why not.
+
+    ``Image.verify`` reads headers only: a JPEG cut short passed it and failed later inside
+    a DataLoader worker. ``load`` decodes the whole file, and PIL refuses a truncated one
+    as long as ``ImageFile.LOAD_TRUNCATED_IMAGES`` is False (:func:`verify_images` sees to it).
+    """
     try:
         with Image.open(path) as img:
-            img.verify()
+            img.load()
+            to_rgb(img)
     except FileNotFoundError:
         return _MISSING
     except UnidentifiedImageError:  # its message repeats the whole path
@@ -173,8 +208,20 @@ def _map_chunked(fn: Callable[[str], str | None], items: Sequence[str], threads:
 
 
 def verify_images(folder: Path, relpaths: Sequence[str], threads: int) -> dict[str, str]:
-    """Relative path -> problem ("missing" or the decoder's complaint) for each bad image."""
-    return _map_chunked(lambda rel: _check_image(folder / rel), relpaths, threads)
+    """Relative path -> problem ("missing" or the decoder's complaint) for each bad image.
+
+    Every image is decoded in full, on ``threads`` threads. Should something in the process
+    have set ``ImageFile.LOAD_TRUNCATED_IMAGES`` (PIL then pads a file cut short with grey),
+    it is switched off for the check and restored afterwards.
+    """
+    tolerant = ImageFile.LOAD_TRUNCATED_IMAGES
+    if tolerant:
+        log.warning("PIL.ImageFile.LOAD_TRUNCATED_IMAGES is set; ignoring it while checking images")
+    ImageFile.LOAD_TRUNCATED_IMAGES = False
+    try:
+        return _map_chunked(lambda rel: _check_image(folder / rel), relpaths, threads)
+    finally:
+        ImageFile.LOAD_TRUNCATED_IMAGES = tolerant
 
 
 def drop_bad_images(
@@ -236,15 +283,20 @@ def _cache_one(src: Path, dst: Path, size: int, resample: Image.Resampling) -> s
             return None
         with Image.open(src) as img:
             w, h = img.size
-            if w <= size and h <= size:
+            if w <= size and h <= size and img.mode not in WIDE_MODES:
                 # Never upscale: the pipeline squashes the original the same way; keep its bytes.
                 _write_atomic(dst, lambda tmp: shutil.copyfile(src, tmp))
+                return None
+            if w <= size and h <= size:  # 16-bit: an 8-bit copy, the pixels load_rgb gives
+                small = to_rgb(img)
+                _write_atomic(dst, lambda tmp: small.save(tmp, format=_save_format(dst)))
                 return None
             new = (size, size)
             img.draft(None, new)  # JPEG: decode at 1/2, 1/4 or 1/8 scale when that is still >= new
             fmt = _save_format(dst)
-            keep = ("RGB", "L", "CMYK") if fmt == "JPEG" else ("RGB", "L", "RGBA")
-            out = img if img.mode in keep else img.convert("RGB")
+            # Anything else is converted as the loaders convert it (16-bit scaled, alpha dropped).
+            keep = ("RGB", "L", "CMYK") if fmt == "JPEG" else ("RGB", "L")
+            out = img if img.mode in keep else to_rgb(img)
             out = out.resize(new, resample)
             options = {"quality": 95} if fmt == "JPEG" else {}
             _write_atomic(dst, lambda tmp: out.save(tmp, format=fmt, **options))
