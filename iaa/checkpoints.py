@@ -19,8 +19,9 @@ from typing import Any
 
 import torch
 
-from iaa import preemption
+from iaa import preemption, safe_load
 from iaa.config import TrainSettings, to_dict
+from iaa.errors import IAAError
 from iaa.io import atomic_path
 
 log = logging.getLogger(__name__)
@@ -79,7 +80,7 @@ def checkpoint_path(ckpt_dir: Path, epoch: int) -> Path:
 def save_checkpoint(ckpt_dir: Path, payload: dict[str, Any], epoch: int) -> None:
     """Write ``epoch_<N>.pt`` atomically and keep only the newest KEEP_CHECKPOINTS."""
     with atomic_path(checkpoint_path(ckpt_dir, epoch)) as tmp:
-        torch.save(payload, tmp)
+        safe_load.save(payload, tmp)  # tensors and plain values: loads with weights_only=True
     for old in preemption.list_checkpoints(ckpt_dir)[:-KEEP_CHECKPOINTS]:
         old.unlink(missing_ok=True)
 
@@ -96,11 +97,14 @@ def load_latest(ckpt_dir: Path, fingerprint: str) -> dict[str, Any] | None:
 
     A corrupt newest one falls back to the one before. Checkpoints written with another
     fingerprint (other settings or inputs: Snakemake reran the job) are deleted with a warning,
-    the best-epoch one with them, and None is returned: the run starts from scratch.
+    the best-epoch one with them, and None is returned: the run starts from scratch. One that
+    holds more than tensors and plain values (``weights_only=True`` refuses it) raises IAAError.
     """
     for path in reversed(preemption.list_checkpoints(ckpt_dir)):
         try:
-            payload = torch.load(path, map_location="cpu", weights_only=False)
+            payload = safe_load.load(path, "training checkpoint")
+        except IAAError as err:  # pickled classes (an older iaa's): never loaded
+            raise IAAError(f"{err}; or delete {ckpt_dir} to train this run from scratch") from None
         except Exception as err:  # a checkpoint cut short by a crash outside atomic_path
             log.warning("skipping unreadable checkpoint %s: %s", path, err)
             continue

@@ -20,11 +20,53 @@ from iaa.errors import IAAError
 log = logging.getLogger("iaa")
 
 
+DESCRIPTION = "The iaa command: one subcommand per pipeline stage, each a thin call into its module."
+
+
 def _int_list(text: str) -> list[int]:
     try:
         return [int(t) for t in text.split(",") if t.strip()]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"expected integers, got {text!r}") from None
+
+
+def _str_list(text: str) -> list[str]:
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
+class _ListAction(argparse.Action):
+    """A list option given space-separated (``--recall-k 1 2 4 8``, as other DML tools take
+    it), comma-separated (``--recall-k 1,2,4,8``) or both; its ``type`` parses one token into
+    a list (``_int_list``, ``_str_list``), and the lists are joined. Repeating the option
+    replaces the earlier list."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs) -> None:
+        kwargs.setdefault("nargs", "+")
+        super().__init__(option_strings, dest, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        items = [item for part in values for item in part]
+        if not items:
+            raise argparse.ArgumentError(self, "expected at least one value")
+        setattr(namespace, self.dest, items)
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Each option's default appended as ``(default: ...)``, except where its help already
+    says it, or there is none to say (a required option, a flag, a None default)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if (
+            "default" in text
+            or action.required
+            or action.default is None
+            or action.default is False
+            or action.default == argparse.SUPPRESS
+            or not action.option_strings
+        ):
+            return text
+        return super()._get_help_string(action)
 
 
 def _json_dict(text: str) -> dict:
@@ -155,21 +197,27 @@ def cmd_compare(a: argparse.Namespace) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="iaa", description=__doc__.splitlines()[0])
-    p.add_argument("--threads", type=int, default=None, help="torch/FAISS threads (default: all)")
-    p.add_argument("-v", "--verbose", action="store_true")
+    p = argparse.ArgumentParser(
+        prog="iaa",
+        description=DESCRIPTION,
+        epilog="Errors you can fix (a missing file, a bad setting) are one line, exit status 2. "
+        "List options take values space- or comma-separated (--recall-k 1 2 4 8, or 1,2,4,8).",
+        formatter_class=_HelpFormatter,
+    )
+    p.add_argument("--threads", type=int, default=None, help="torch/FAISS/OpenMP threads (default: all CPUs)")
+    p.add_argument("-v", "--verbose", action="store_true", help="log DEBUG messages too (default: INFO)")
     sub = p.add_subparsers(dest="command", required=True, metavar="STAGE")
 
     def stage(name: str, fn: Callable[[argparse.Namespace], None], help: str) -> argparse.ArgumentParser:
-        sp = sub.add_parser(name, help=help, description=help)
+        sp = sub.add_parser(name, help=help, description=help, formatter_class=_HelpFormatter)
         sp.set_defaults(func=fn)
         return sp
 
     sp = stage("prepare", cmd_prepare, "write a benchmark's manifest (and generate synth images)")
-    sp.add_argument("benchmark")
+    sp.add_argument("benchmark", help="benchmark name (synth, cub, cars, sop, inshop, ...)")
     sp.add_argument("--out", type=Path, required=True, help="manifest Parquet")
     sp.add_argument("--data-dir", type=Path, default=None, help="synth: where images are written")
-    sp.add_argument("--seed", type=int, default=0)
+    sp.add_argument("--seed", type=int, default=0, help="synth: random seed of the generated images")
     sp.add_argument("--synth", type=_json_dict, default=None, help="JSON overrides of the synth spec")
     sp.add_argument(
         "--root",
@@ -188,7 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="write resized copies here and point the manifest at them",
     )
-    sp.add_argument("--cache-size", type=int, default=256, help="side of the cached square copies")
+    sp.add_argument("--cache-size", type=int, default=256, help="side of the cached square copies, in pixels")
     sp.add_argument(
         "--cache-square", action=argparse.BooleanOptionalAction, default=True,
         help="cache copies squashed to --cache-size squared (train.square_resize); --no-cache-square"
@@ -200,23 +248,28 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
 
     sp = stage("pretrain", cmd_pretrain, "softmax-pretrain the synth backbone on the pretrain classes")
-    sp.add_argument("--manifest", type=Path, required=True)
+    sp.add_argument("--manifest", type=Path, required=True, help="the synth manifest Parquet (prepare)")
     sp.add_argument("--out", type=Path, required=True, help="backbone checkpoint (.pt)")
-    sp.add_argument("--seed", type=int, default=0)
+    sp.add_argument("--seed", type=int, default=0, help="random seed (initialisation, batches)")
     sp.add_argument("--settings", default=None, help="JSON: the config's pretrain section")
 
     def image_args(sp: argparse.ArgumentParser) -> None:
-        sp.add_argument("--image-size", type=int, default=224)
+        sp.add_argument("--image-size", type=int, default=224, help="side of the center crop, in pixels")
         sp.add_argument(
             "--resize", type=int, default=None,
-            help="resize to this square (the shorter side, with --no-square-resize) before the center crop",
+            help="resize to this square (the shorter side, with --no-square-resize) before the center "
+            "crop, in pixels (default: --image-size)",
         )  # fmt: skip
         sp.add_argument(
             "--square-resize", action=argparse.BooleanOptionalAction, default=True,
             help="squash images to --resize squared before the center crop (SPEC 3; off on CUB)",
         )  # fmt: skip
-        sp.add_argument("--interpolation", choices=["bilinear", "lanczos"], default="bilinear")
-        sp.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
+        sp.add_argument(
+            "--interpolation", choices=["bilinear", "lanczos"], default="bilinear", help="resize filter"
+        )
+        sp.add_argument(
+            "--workers", type=int, default=0, help="DataLoader worker processes (0: load in the main process)"
+        )
 
     def weight_args(sp: argparse.ArgumentParser) -> None:
         sp.add_argument(
@@ -226,8 +279,8 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--no-download", action="store_true", help="never fetch missing weights")
 
     sp = stage("extract", cmd_extract, "pretrained-backbone features of train and evaluation images")
-    sp.add_argument("--benchmark", required=True)
-    sp.add_argument("--manifest", type=Path, required=True)
+    sp.add_argument("--benchmark", required=True, help="benchmark name (its backbone and splits)")
+    sp.add_argument("--manifest", type=Path, required=True, help="the benchmark's manifest Parquet")
     sp.add_argument(
         "--backbone", type=Path, default=None,
         help="backbone checkpoint (synth); default: the benchmark's ImageNet backbone",
@@ -245,9 +298,11 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
 
     sp = stage("train", cmd_train, "train one model (loss x method x seed); resumes from checkpoints")
-    sp.add_argument("--loss", required=True)
-    sp.add_argument("--method", required=True, choices=["baseline", "iaa"])
-    sp.add_argument("--seed", type=int, default=0)
+    sp.add_argument("--loss", required=True, help="metric-learning loss: contrastive, triplet or ms")
+    sp.add_argument(
+        "--method", required=True, choices=["baseline", "iaa"], help="the loss alone, or with IAA's synthesis"
+    )
+    sp.add_argument("--seed", type=int, default=0, help="random seed (initialisation, batches, noise)")
     sp.add_argument("--features", type=Path, default=None, help="head mode: features Parquet")
     sp.add_argument("--manifest", type=Path, default=None, help="finetune mode: manifest")
     sp.add_argument("--backbone", type=Path, default=None, help="finetune mode: backbone checkpoint")
@@ -259,7 +314,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="the model of the epoch train.selection picks (default: selected.pt beside --out)",
     )  # fmt: skip
     sp.add_argument("--history", type=Path, required=True, help="per-epoch history CSV")
-    sp.add_argument("--checkpoints", type=Path, default=None, help="default: <out dir>/checkpoints")
+    sp.add_argument(
+        "--checkpoints", type=Path, default=None,
+        help="folder of the per-epoch checkpoints (default: <out dir>/checkpoints)",
+    )  # fmt: skip
     sp.add_argument(
         "--settings", default=None,
         help="JSON: the config's train section, as the workflow builds it; its 'recipe' is a label "
@@ -267,14 +325,14 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
 
     sp = stage("export", cmd_export, "embeddings of train and evaluation images -> Parquet")
-    sp.add_argument("--benchmark", required=True)
+    sp.add_argument("--benchmark", required=True, help="benchmark name (its splits)")
     sp.add_argument("--model", type=Path, required=True, help="the final model (runs/<run>/model.pt)")
     sp.add_argument(
         "--selected", type=Path, default=None,
         help="the selected model (runs/<run>/selected.pt); needs --out-selected",
     )  # fmt: skip
-    sp.add_argument("--features", type=Path, default=None)
-    sp.add_argument("--manifest", type=Path, default=None)
+    sp.add_argument("--features", type=Path, default=None, help="head mode: the features Parquet (extract)")
+    sp.add_argument("--manifest", type=Path, default=None, help="finetune mode: the manifest Parquet")
     sp.add_argument("--out", type=Path, required=True, help="the final model's embeddings Parquet")
     sp.add_argument(
         "--out-selected", type=Path, default=None,
@@ -283,16 +341,19 @@ def build_parser() -> argparse.ArgumentParser:
     image_args(sp)
 
     sp = stage("index", cmd_index, "a FAISS index of one split of an embeddings file")
-    sp.add_argument("embeddings", type=Path)
-    sp.add_argument("--split", required=True)
-    sp.add_argument("--kind", default="flat", choices=["flat", "ivf", "hnsw"])
+    sp.add_argument("embeddings", type=Path, help="embeddings (or features) Parquet")
+    sp.add_argument("--split", required=True, help="the split whose rows are indexed (test, gallery, ...)")
+    sp.add_argument(
+        "--kind", default="flat", choices=["flat", "ivf", "hnsw"],
+        help="FAISS index: exact (flat), inverted lists (ivf) or graph (hnsw)",
+    )  # fmt: skip
     sp.add_argument("--out", type=Path, required=True, help="index file (.faiss)")
 
     sp = stage("search", cmd_search, "nearest neighbours of query embeddings in a written index")
-    sp.add_argument("index", type=Path)
+    sp.add_argument("index", type=Path, help="index file written by 'iaa index' (.faiss)")
     sp.add_argument("--query", type=Path, required=True, help="embeddings Parquet")
     sp.add_argument("--split", default=None, help="query rows of this split only")
-    sp.add_argument("--k", type=int, default=10)
+    sp.add_argument("--k", type=int, default=10, help="neighbours per query")
     sp.add_argument("--out", type=Path, required=True, help="neighbours Parquet")
 
     sp = stage("evaluate", cmd_evaluate, "Recall@K, NMI, MAP@R and RP of an embeddings file -> JSON")
@@ -303,31 +364,55 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     sp.add_argument("--out", type=Path, required=True, help="metrics JSON: final and selected models")
     sp.add_argument("--split", default=None, help="test, test-*, or query (query vs gallery)")
-    sp.add_argument("--recall-k", type=_int_list, default=[1, 2, 4, 8])
-    sp.add_argument("--no-nmi", action="store_true")
-    sp.add_argument("--index", default="flat", choices=["flat", "ivf", "hnsw"])
+    sp.add_argument(
+        "--recall-k", type=_int_list, action=_ListAction, default=[1, 2, 4, 8], metavar="K",
+        help="the K of Recall@K, space- or comma-separated (1 2 4 8, or 1,2,4,8; space-separated,"
+        " give the embeddings file before it)",
+    )  # fmt: skip
+    sp.add_argument("--no-nmi", action="store_true", help="skip NMI (k-means on the embeddings: slow on SOP)")
+    sp.add_argument(
+        "--index", default="flat", choices=["flat", "ivf", "hnsw"],
+        help="FAISS index of the neighbour search (flat: exact)",
+    )  # fmt: skip
     sp.add_argument("--seed", type=int, default=0, help="k-means seed for NMI")
     sp.add_argument("--nmi-redo", type=int, default=1, help="k-means restarts")
 
     sp = stage("stats", cmd_stats, "per-class mean, variance, corrected variance and alpha -> Parquet")
-    sp.add_argument("embeddings", type=Path)
-    sp.add_argument("--split", default="train")
+    sp.add_argument("embeddings", type=Path, help="embeddings (or features) Parquet")
+    sp.add_argument("--split", default="train", help="the split whose classes are summarised")
     sp.add_argument("--out", type=Path, required=True, help="statistics Parquet")
     sp.add_argument("--correlation", type=Path, default=None, help="Table I correlation JSON")
-    sp.add_argument("--k", type=int, default=25)
-    sp.add_argument("--beta", type=float, default=0.1)
-    sp.add_argument("--gamma", type=float, default=0.1)
-    sp.add_argument("--tau", type=float, default=40.0)
+    sp.add_argument("--k", type=int, default=25, help="neighbour correction: neighbouring classes per class")
+    sp.add_argument("--beta", type=float, default=0.1, help="neighbour correction: beta (SPEC 2.2)")
+    sp.add_argument("--gamma", type=float, default=0.1, help="neighbour correction: gamma (SPEC 2.2)")
+    sp.add_argument(
+        "--tau", type=float, default=40.0, help="neighbour correction: temperature tau (SPEC 2.2)"
+    )
 
     sp = stage("report", cmd_report, "the results table (Markdown, CSV) and training curves (PNG)")
-    sp.add_argument("--benchmark", required=True)
-    sp.add_argument("--metrics", type=Path, nargs="+", required=True)
-    sp.add_argument("--histories", type=Path, nargs="*", default=[])
-    sp.add_argument("--recall-k", type=_int_list, default=[1, 2, 4, 8])
-    sp.add_argument("--losses", type=lambda s: s.split(","), default=["contrastive", "triplet", "ms"])
-    sp.add_argument("--table-md", type=Path, required=True)
-    sp.add_argument("--table-csv", type=Path, required=True)
-    sp.add_argument("--curves", type=Path, required=True)
+    sp.add_argument("--benchmark", required=True, help="benchmark name (the table's title)")
+    sp.add_argument(
+        "--metrics", type=Path, nargs="+", required=True, help="metrics JSONs (evaluate), space-separated"
+    )
+    sp.add_argument(
+        "--histories",
+        type=Path,
+        nargs="*",
+        default=[],
+        help="per-epoch history CSVs (train), space-separated",
+    )
+    sp.add_argument(
+        "--recall-k", type=_int_list, action=_ListAction, default=[1, 2, 4, 8], metavar="K",
+        help="the K of the Recall@K columns, space- or comma-separated",
+    )  # fmt: skip
+    sp.add_argument(
+        "--losses", type=_str_list, action=_ListAction, metavar="LOSS",
+        default=["contrastive", "triplet", "ms"],
+        help="losses in the table, in row order, space- or comma-separated",
+    )  # fmt: skip
+    sp.add_argument("--table-md", type=Path, required=True, help="results table (Markdown)")
+    sp.add_argument("--table-csv", type=Path, required=True, help="results table (CSV)")
+    sp.add_argument("--curves", type=Path, required=True, help="training curves (PNG)")
     sp.add_argument("--correlations", type=Path, nargs="*", default=[], help="stats correlation JSONs")
     sp.add_argument("--table1-md", type=Path, default=None, help="Table I (Spearman correlation)")
 
@@ -335,8 +420,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument(
         "--metrics", type=Path, nargs="+", required=True, help="<results>/<bench>/metrics/<split>/<run>.json"
     )
-    sp.add_argument("--out-md", type=Path, required=True)
-    sp.add_argument("--out-csv", type=Path, required=True)
+    sp.add_argument("--out-md", type=Path, required=True, help="comparison table (Markdown)")
+    sp.add_argument("--out-csv", type=Path, required=True, help="comparison table (CSV)")
     return p
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from iaa import safe_load
 from iaa.benchmarks import get_benchmark
 from iaa.data.decoded_cache import default_cache_dir
 from iaa.data.sources import FeatureSource, ImageOptions, ImageSource, embed_all, place_model
@@ -113,9 +114,11 @@ def checkpoint_provenance(path: Path, epoch_kind: str) -> Provenance:
     """
     require_file(path, "model checkpoint")
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+        payload = safe_load.load(path, "model checkpoint", mmap=True)
+    except IAAError:
+        raise
     except Exception as err:  # corrupt or foreign file: say which
-        raise IAAError(f"cannot read model checkpoint {path}: {err}") from None
+        raise IAAError(f"cannot read model checkpoint {path}: {safe_load.first_line(err)}") from None
     if not isinstance(payload, dict):
         raise IAAError(f"{path} is not an iaa model checkpoint")
     return provenance_from_checkpoint(payload, f"model checkpoint {path}", epoch_kind)

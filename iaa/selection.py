@@ -25,6 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from iaa import safe_load
 from iaa.data.sources import FeatureSource, ImageSource, embed_all
 from iaa.errors import IAAError
 from iaa.io import atomic_path
@@ -130,7 +131,7 @@ class BestEpoch:
         self.epoch: int | None = None
         self.value = -math.inf
         if path.exists():
-            payload = torch.load(path, map_location="cpu", weights_only=False)
+            payload = safe_load.load(path, "best-epoch checkpoint")
             if payload.get("fingerprint") == fingerprint:
                 self.epoch, self.value = int(payload["epoch"]), float(payload["value"])
 
@@ -141,11 +142,12 @@ class BestEpoch:
         self.epoch, self.value = epoch, value
         state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
         with atomic_path(self.path) as tmp:
-            torch.save({"fingerprint": self.fingerprint, "epoch": epoch, "value": value, "model": state}, tmp)
+            payload = {"fingerprint": self.fingerprint, "epoch": epoch, "value": float(value), "model": state}
+            safe_load.save(payload, tmp)
         return True
 
     def state_dict(self) -> dict[str, Any] | None:
         """The best epoch's model weights, or None if no epoch was evaluated."""
         if self.epoch is None:
             return None
-        return torch.load(self.path, map_location="cpu", weights_only=False)["model"]
+        return safe_load.load(self.path, "best-epoch checkpoint")["model"]

@@ -101,6 +101,8 @@ def _precision(settings: TrainSettings, device: torch.device) -> tuple[bool, tor
 def _save_checkpoint(
     ckpt_dir: Path, model, optimizer, scheduler, scaler, stats, state: RunState, rngs, fingerprint
 ) -> None:
+    """Write this epoch's checkpoint: tensors and plain values only (``checkpoints.save_checkpoint``
+    converts NumPy values), so it loads with ``torch.load(weights_only=True)``."""
     payload = {
         "fingerprint": fingerprint,
         "epoch": state.epoch,
@@ -286,10 +288,11 @@ def _write_models(
     model, best, state, settings, model_out, selected_out, class_ids, loss_name, method, seed, stats
 ) -> None:
     """model.pt (the final epoch) and selected.pt (the epoch the selection rule picked; the
-    final one under ``last`` or when no epoch could be evaluated), each saying which it is."""
+    final one under ``last`` or when no epoch could be evaluated), each saying which it is.
+    Extras are plain values (``class_ids`` a list): the files load with ``weights_only=True``."""
     model.cpu()
     extra = {
-        "class_ids": class_ids, "loss": loss_name, "method": method, "seed": seed,
+        "class_ids": class_ids.tolist(), "loss": loss_name, "method": method, "seed": seed,
         "settings": to_dict(settings), "stats": {k: v.cpu() for k, v in stats.state_dict().items()},
         "recipe": settings.recipe, "selection": settings.selection,
     }  # fmt: skip

@@ -171,21 +171,23 @@ def freeze_batchnorm(module: nn.Module) -> None:
 
 
 def save_backbone(path: str, backbone: nn.Module, name: str, kwargs: dict[str, Any], **extra: Any) -> None:
+    from iaa import safe_load
     from iaa.io import atomic_path
 
     payload = {"backbone": name, "backbone_kwargs": kwargs, "state_dict": backbone.state_dict(), **extra}
     with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+        safe_load.save(payload, tmp)  # tensors and plain values: loads with weights_only=True
 
 
 def load_backbone(path: str) -> tuple[nn.Module, str, dict[str, Any]]:
     """Load a backbone written by ``pretrain``: returns (module, name, kwargs that rebuild it
     without weight lookup, see ``architecture_kwargs``)."""
+    from iaa import safe_load
     from iaa.io import require_file
 
     p = require_file(path, "backbone checkpoint")
     try:
-        payload = torch.load(p, map_location="cpu", weights_only=True)
+        payload = safe_load.load(p, "backbone checkpoint")
         kwargs = architecture_kwargs(payload["backbone_kwargs"])
         backbone = build_backbone(payload["backbone"], **kwargs)
         backbone.load_state_dict(payload["state_dict"])

@@ -26,6 +26,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from iaa import safe_load
 from iaa.errors import IAAError
 from iaa.io import atomic_path, require_file
 from iaa.models.backbone import architecture_kwargs, build_backbone
@@ -112,22 +113,31 @@ class EmbeddingModel(nn.Module):
 def save_model(
     path: str | os.PathLike[str], model: EmbeddingModel, extra: dict[str, Any] | None = None
 ) -> None:
+    """Write ``model`` (its ``config`` and state dict) and the ``extra`` keys to ``path``,
+    as tensors and plain values only (:func:`iaa.safe_load.plain`): it loads with
+    ``torch.load(weights_only=True)``."""
     payload = {"config": model.config, "state_dict": model.state_dict(), **(extra or {})}
     with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+        safe_load.save(payload, tmp)
 
 
 def load_model(path: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> EmbeddingModel:
     """The model saved by ``save_model``, rebuilt from its ``config`` (architecture only, no
     weight lookup) and loaded with its state dict. Keys a checkpoint predates (``head_init``,
     a backbone's ``pooling`` or ``transform_input``) take their defaults, which are what such
-    a checkpoint was built with."""
+    a checkpoint was built with.
+
+    The file is read with ``weights_only=True``: one holding anything but tensors and plain
+    values (an older run's, or a foreign pickle) is refused with a one-line IAAError, its
+    code never run."""
     p = require_file(path, "model checkpoint")
     try:
-        payload = torch.load(p, map_location=map_location, weights_only=False)
+        payload = safe_load.load(p, "model checkpoint", map_location=map_location)
+    except IAAError:
+        raise
     except Exception as err:  # corrupt or foreign file: say which
-        raise IAAError(f"cannot read model checkpoint {p}: {err}") from None
-    if "config" not in payload or "state_dict" not in payload:
+        raise IAAError(f"cannot read model checkpoint {p}: {safe_load.first_line(err)}") from None
+    if not isinstance(payload, dict) or "config" not in payload or "state_dict" not in payload:
         raise IAAError(f"{p} is not an iaa model checkpoint (no config/state_dict)")
     config = dict(payload["config"])
     if config.get("backbone") is not None:  # rebuild the architecture only: the weights follow
