@@ -187,3 +187,65 @@ def check_train_settings(settings: TrainSettings, methods: list[str] | tuple[str
         raise IAAError(
             "train.selection is best_test but train.val_split is null: name the split to select on"
         )
+
+
+def coerce_config(value: Any, schema: dict[str, Any], root: dict[str, Any] | None = None) -> Any:
+    """``value`` with strings turned into the numbers or booleans the schema asks for.
+
+    Snakemake hands values given with ``--config`` inside a list or mapping over as strings
+    (``--config seeds=[0,1]`` arrives as ``['0', '1']``, and ``'train={lr: 3e-4}'`` as
+    ``{'lr': '3e-4'}``); where the JSON schema types a value ``integer``, ``number`` or
+    ``boolean``, such a string is converted. Anything that does not parse is left as it is, for
+    the schema's validation to name. Follows ``$ref`` (local ``#/definitions/...``),
+    ``properties``, ``additionalProperties`` and ``items``; returns a new object.
+    """
+    root = root if root is not None else schema
+    while "$ref" in schema:
+        node: Any = root
+        for part in schema["$ref"].lstrip("#/").split("/"):
+            node = node[part]
+        schema = {**node, **{k: v for k, v in schema.items() if k != "$ref"}}
+    if isinstance(value, dict):
+        props = schema.get("properties", {})
+        extra = schema.get("additionalProperties")
+        return {
+            k: coerce_config(v, props[k] if k in props else extra if isinstance(extra, dict) else {}, root)
+            for k, v in value.items()
+        }
+    if isinstance(value, list):
+        items = schema.get("items", {})
+        return [coerce_config(v, items if isinstance(items, dict) else {}, root) for v in value]
+    if isinstance(value, str):
+        types = schema.get("type", [])
+        types = [types] if isinstance(types, str) else list(types)
+        return _parse_scalar(value, types)
+    return value
+
+
+def _parse_scalar(text: str, types: list[str]) -> Any:
+    if "string" in types:
+        return text
+    if "boolean" in types and text.lower() in ("true", "false"):
+        return text.lower() == "true"
+    if "null" in types and text.lower() in ("null", "none", "~"):
+        return None
+    for kind, parse in (("integer", int), ("number", float)):
+        if kind in types:
+            try:
+                return parse(text)
+            except ValueError:
+                pass
+    return text
+
+
+def coerce_pipeline_config(config: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:
+    """:func:`coerce_config` for the whole pipeline config, ``benchmark_overrides`` included
+    (each benchmark's sections are typed like the top-level ones)."""
+    out = coerce_config(config, schema)
+    overrides = out.get("benchmark_overrides")
+    if isinstance(overrides, dict):
+        out["benchmark_overrides"] = {
+            bench: coerce_config(sections, schema) if isinstance(sections, dict) else sections
+            for bench, sections in overrides.items()
+        }
+    return out

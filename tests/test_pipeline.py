@@ -156,3 +156,31 @@ def test_finetune_mode_trains_the_backbone_on_images(tmp_path, recipe):
     model = torch.load(tmp_path / "results/synth/runs/ms-iaa-seed0/model.pt", weights_only=False)
     assert model["config"]["backbone"] == "synth"
     assert json.loads((tmp_path / target).read_text())["selected"]["recall@1"] > 0
+
+
+@pytest.mark.slow
+def test_paths_with_a_space_and_non_ascii_characters(tmp_path):
+    """Every path in every shell command is quoted: a results_dir (and working directory)
+    holding a space and a non-ASCII character neither splits an argument nor leaves a
+    stray file named after half the path."""
+    workdir, results = tmp_path / "work ü dir", tmp_path / "res ü dir"
+    target = results / "synth" / "tables" / "table3.md"
+    result = snakemake(workdir, "--cores", "2", str(target), config=(f"results_dir={results}",))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "MS+IAA" in target.read_text()
+    assert (results / "synth" / "manifest.parquet").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["res ü dir", "work ü dir"]
+    assert [p.name for p in workdir.iterdir()] == [".snakemake"]  # no file named after half a path
+
+
+def test_snakemake_lint_reports_no_findings():
+    """`snakemake --lint`: a conda environment and a log on every rule, helpers in common.smk,
+    no path built with `+` (read as an absolute path)."""
+    result = subprocess.run(
+        [sys.executable, "-m", "snakemake", "--lint", "--snakefile", str(ROOT / "Snakefile")],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-5000:]
+    assert "Lints for" not in output, output[-5000:]
+    assert "Congratulations, your workflow is in a good condition!" in output

@@ -1,6 +1,7 @@
 # Config validation and the helpers every rule file uses.
 import copy
 import json
+import shlex
 
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
@@ -8,7 +9,7 @@ from snakemake.utils import validate
 import yaml
 
 from iaa.benchmarks import get_benchmark
-from iaa.config import TrainSettings, check_train_settings, from_dict
+from iaa.config import TrainSettings, check_train_settings, coerce_pipeline_config, from_dict
 from iaa.errors import IAAError
 from iaa.paper import paper_numbers
 from iaa.recipes import layered_config
@@ -17,6 +18,12 @@ from iaa.runs import PRETRAINED, run_name
 SCHEMA = workflow.source_path("../schemas/config.schema.yaml")
 SYNTH_BUDGET = yaml.safe_load(open(workflow.source_path("../../config/synth.yaml")))
 
+# --config seeds=[0,1] hands Snakemake strings inside lists and mappings: numbers and
+# booleans where the schema types them so (anything else is left for validation to name).
+with open(SCHEMA) as _fh:
+    _coerced = coerce_pipeline_config(config, yaml.safe_load(_fh))
+config.clear()
+config.update(_coerced)
 # Keep the user's config before defaults are filled in: a benchmark's config is built in
 # layers and the result validated (and defaulted) on its own.
 _RAW_CONFIG = copy.deepcopy(config)
@@ -91,7 +98,8 @@ def data_root(bench):
 def weights_args():
     """Where train/extract look for ImageNet weights (default: $TORCH_HOME/hub/checkpoints)."""
     w = config["weights"]
-    return (f"--weights {w['dir']}" if w["dir"] else "") + ("" if w["allow_download"] else " --no-download")
+    weights = f"--weights {shlex.quote(w['dir'])}" if w["dir"] else ""
+    return weights + ("" if w["allow_download"] else " --no-download")
 
 
 for _bench in config["benchmarks"]:
@@ -117,8 +125,95 @@ def all_targets():
         for run in [PRETRAINED] + training_runs():
             targets += [out(bench, "index", run, f"{split}.faiss") for split in b.index_splits]
     if paper_benchmarks():
-        targets += [RESULTS + "/tables/paper_comparison.md", RESULTS + "/tables/paper_comparison.csv"]
+        targets += [f"{RESULTS}/tables/paper_comparison.md", f"{RESULTS}/tables/paper_comparison.csv"]
     return targets
+
+
+# Input functions and shell arguments of the rules (workflow/rules/<rule>.smk). Every path a
+# helper writes into a shell command is quoted (shlex.quote), as the rules quote theirs ({x:q}):
+# data_root and results_dir may hold spaces and other characters the shell would split on.
+
+
+def prepare_args(wildcards):
+    """synth: where to generate it; a real dataset: where the download is (config data_root)."""
+    bench = get_benchmark(wildcards.bench)
+    cfg = bench_config(wildcards.bench)
+    if bench.builtin:
+        synth = json.dumps(cfg["synth"]["overrides"], sort_keys=True)
+        data_dir = shlex.quote(out(wildcards.bench, "data"))
+        return f"--data-dir {data_dir} --seed {cfg['synth']['seed']} --synth {shlex.quote(synth)}"
+    args = f"--root {shlex.quote(data_root(wildcards.bench))}"
+    if cfg["prepare"]["resized_cache"]:
+        cache = shlex.quote(out(wildcards.bench, "cache"))
+        args += f" --resized-cache {cache} --cache-size {cfg['prepare']['cache_size']}"
+        # The cache holds the squashed square both transforms start from; where training crops
+        # the original (CUB: square_resize false) it keeps the originals instead (SPEC 3).
+        square = "--cache-square" if cfg["train"]["square_resize"] else "--no-cache-square"
+        args += f" {square} --cache-interpolation {cfg['train']['interpolation']}"
+    if cfg["prepare"]["skip_bad_images"]:
+        args += " --skip-bad-images"
+    return args
+
+
+def extract_inputs(wildcards):
+    """synth: the backbone its pretrain stage wrote; a real dataset: ImageNet weights (no file rule)."""
+    inputs = {"manifest": manifest_of(wildcards.bench)}
+    if get_benchmark(wildcards.bench).builtin:
+        inputs["backbone"] = out(wildcards.bench, "models", "pretrained_backbone.pt")
+    return inputs
+
+
+def train_inputs(wildcards):
+    """Head mode trains on extracted features; finetune mode on images, from synth's pretrained
+    backbone or (real datasets) the benchmark's ImageNet backbone."""
+    if bench_config(wildcards.bench)["train"]["mode"] == "head":
+        return {"features": out(wildcards.bench, "features", "pretrained.parquet")}
+    inputs = {"manifest": manifest_of(wildcards.bench)}
+    if get_benchmark(wildcards.bench).builtin:
+        inputs["backbone"] = out(wildcards.bench, "models", "pretrained_backbone.pt")
+    return inputs
+
+
+def train_input_args(wildcards, input):
+    args = " ".join(f"--{name} {shlex.quote(path)}" for name, path in input.items())
+    bench = get_benchmark(wildcards.bench)
+    if "manifest" in input.keys() and not bench.builtin:
+        args += f" --arch {bench.arch} {weights_args()}"
+    return args
+
+
+def embeddings_of(wildcards):
+    """The pretrained row is evaluated on the extracted features, the others on exports."""
+    if wildcards.run == PRETRAINED:
+        return out(wildcards.bench, "features", "pretrained.parquet")
+    return out(wildcards.bench, "embeddings", f"{wildcards.run}.parquet")
+
+
+def selected_embeddings_of(wildcards):
+    """A trained run's selected model's embeddings (the pretrained row has none)."""
+    if wildcards.run == PRETRAINED:
+        return []
+    return out(wildcards.bench, "embeddings", f"{wildcards.run}.selected.parquet")
+
+
+def report_inputs(wildcards):
+    splits = get_benchmark(wildcards.bench).eval_splits
+    runs = [PRETRAINED] + training_runs()
+    return {
+        "metrics": [out(wildcards.bench, "metrics", s, f"{run}.json") for s in splits for run in runs],
+        "histories": [out(wildcards.bench, "runs", run, "history.csv") for run in training_runs()],
+        "correlations": [out(wildcards.bench, "stats", f"{run}.correlation.json") for run in runs],
+    }
+
+
+def compare_inputs(wildcards):
+    runs = [PRETRAINED] + training_runs()
+    return [
+        out(bench, "metrics", split, f"{run}.json")
+        for bench in paper_benchmarks()
+        for split in get_benchmark(bench).eval_splits
+        for run in runs
+    ]
 
 
 wildcard_constraints:

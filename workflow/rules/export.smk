@@ -10,9 +10,13 @@ rule export:
         selected=out("{bench}", "embeddings", "{run}.selected.parquet"),
     log:
         out("{bench}", "logs", "export", "{run}.log"),
+    conda:
+        "../envs/iaa.yaml"
     params:
         source=lambda w, input: (
-            f"--features {input.features}" if "features" in input.keys() else f"--manifest {input.manifest}"
+            f"--features {shlex.quote(input.features)}"
+            if "features" in input.keys()
+            else f"--manifest {shlex.quote(input.manifest)}"
         ),
         image_size=lambda w: bench_config(w.bench)["train"]["image_size"],
         resize=lambda w: bench_config(w.bench)["train"]["resize"],
@@ -24,8 +28,8 @@ rule export:
     resources:
         mem_mb=4000,
     shell:
-        "iaa --threads {threads} export --benchmark {wildcards.bench} --model {input.model}"
-        " --selected {input.selected} {params.source} --out {output.embeddings}"
-        " --out-selected {output.selected}"
+        "iaa --threads {threads} export --benchmark {wildcards.bench} --model {input.model:q}"
+        " --selected {input.selected:q} {params.source} --out {output.embeddings:q}"
+        " --out-selected {output.selected:q}"
         " --image-size {params.image_size} --resize {params.resize}"
-        " {params.square} --interpolation {params.interpolation} 2> {log}"
+        " {params.square} --interpolation {params.interpolation} 2> {log:q}"

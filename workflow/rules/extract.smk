@@ -1,11 +1,3 @@
-def extract_inputs(wildcards):
-    """synth: the backbone its pretrain stage wrote; a real dataset: ImageNet weights (no file rule)."""
-    inputs = {"manifest": manifest_of(wildcards.bench)}
-    if get_benchmark(wildcards.bench).builtin:
-        inputs["backbone"] = out(wildcards.bench, "models", "pretrained_backbone.pt")
-    return inputs
-
-
 rule extract:
     input:
         unpack(extract_inputs),
@@ -13,8 +5,10 @@ rule extract:
         features=out("{bench}", "features", "pretrained.parquet"),
     log:
         out("{bench}", "logs", "extract.log"),
+    conda:
+        "../envs/iaa.yaml"
     params:
-        backbone=lambda w, input: f"--backbone {input.backbone}" if "backbone" in input.keys() else weights_args(),
+        backbone=lambda w, input: f"--backbone {shlex.quote(input.backbone)}" if "backbone" in input.keys() else weights_args(),
         image_size=lambda w: bench_config(w.bench)["extract"]["image_size"],
         resize=lambda w: bench_config(w.bench)["extract"]["resize"],
         # the dataset's test transform (SPEC 3): one key for every embedding pass
@@ -33,7 +27,7 @@ rule extract:
     resources:
         mem_mb=4000,
     shell:
-        "iaa --threads {threads} extract --benchmark {wildcards.bench} --manifest {input.manifest}"
-        " {params.backbone} --out {output.features} --image-size {params.image_size}"
+        "iaa --threads {threads} extract --benchmark {wildcards.bench} --manifest {input.manifest:q}"
+        " {params.backbone} --out {output.features:q} --image-size {params.image_size}"
         " --resize {params.resize} {params.square} --interpolation {params.interpolation}"
-        " {params.options} --workers {params.workers} 2> {log}"
+        " {params.options} --workers {params.workers} 2> {log:q}"

@@ -1,10 +1,3 @@
-def embeddings_of(wildcards):
-    """The pretrained row is evaluated on the extracted features, the others on exports."""
-    if wildcards.run == PRETRAINED:
-        return out(wildcards.bench, "features", "pretrained.parquet")
-    return out(wildcards.bench, "embeddings", f"{wildcards.run}.parquet")
-
-
 rule index:
     input:
         embeddings=embeddings_of,
@@ -12,11 +5,13 @@ rule index:
         index=out("{bench}", "index", "{run}", "{split}.faiss"),
     log:
         out("{bench}", "logs", "index", "{run}.{split}.log"),
+    conda:
+        "../envs/iaa.yaml"
     params:
         kind=lambda w: bench_config(w.bench)["evaluate"]["index"],
     threads: config["threads"]["index"]
     resources:
         mem_mb=2000,
     shell:
-        "iaa --threads {threads} index {input.embeddings} --split {wildcards.split}"
-        " --kind {params.kind} --out {output.index} 2> {log}"
+        "iaa --threads {threads} index {input.embeddings:q} --split {wildcards.split}"
+        " --kind {params.kind} --out {output.index:q} 2> {log:q}"

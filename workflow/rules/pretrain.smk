@@ -5,6 +5,8 @@ rule pretrain:
         backbone=out("{bench}", "models", "pretrained_backbone.pt"),
     log:
         out("{bench}", "logs", "pretrain.log"),
+    conda:
+        "../envs/iaa.yaml"
     params:
         settings=settings_json("pretrain"),
         seed=lambda w: bench_config(w.bench)["synth"]["seed"],
@@ -12,5 +14,5 @@ rule pretrain:
     resources:
         mem_mb=4000,
     shell:
-        "iaa --threads {threads} pretrain --manifest {input.manifest} --out {output.backbone}"
-        " --seed {params.seed} --settings {params.settings:q} 2> {log}"
+        "iaa --threads {threads} pretrain --manifest {input.manifest:q} --out {output.backbone:q}"
+        " --seed {params.seed} --settings {params.settings:q} 2> {log:q}"

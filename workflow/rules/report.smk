@@ -1,13 +1,3 @@
-def report_inputs(wildcards):
-    splits = get_benchmark(wildcards.bench).eval_splits
-    runs = [PRETRAINED] + training_runs()
-    return {
-        "metrics": [out(wildcards.bench, "metrics", s, f"{run}.json") for s in splits for run in runs],
-        "histories": [out(wildcards.bench, "runs", run, "history.csv") for run in training_runs()],
-        "correlations": [out(wildcards.bench, "stats", f"{run}.correlation.json") for run in runs],
-    }
-
-
 rule report:
     input:
         unpack(report_inputs),
@@ -39,6 +29,8 @@ rule report:
         ),
     log:
         out("{bench}", "logs", "report.log"),
+    conda:
+        "../envs/iaa.yaml"
     params:
         recall_k=lambda w: ",".join(map(str, get_benchmark(w.bench).recall_k)),
         losses=",".join(config["losses"]),
@@ -46,7 +38,7 @@ rule report:
     resources:
         mem_mb=1000,
     shell:
-        "iaa report --benchmark {wildcards.bench} --metrics {input.metrics}"
-        " --histories {input.histories} --recall-k {params.recall_k} --losses {params.losses}"
-        " --table-md {output.table_md} --table-csv {output.table_csv} --curves {output.curves}"
-        " --correlations {input.correlations} --table1-md {output.table1_md} 2> {log}"
+        "iaa report --benchmark {wildcards.bench} --metrics {input.metrics:q}"
+        " --histories {input.histories:q} --recall-k {params.recall_k} --losses {params.losses}"
+        " --table-md {output.table_md:q} --table-csv {output.table_csv:q} --curves {output.curves:q}"
+        " --correlations {input.correlations:q} --table1-md {output.table1_md:q} 2> {log:q}"

@@ -1,22 +1,3 @@
-def train_inputs(wildcards):
-    """Head mode trains on extracted features; finetune mode on images, from synth's pretrained
-    backbone or (real datasets) the benchmark's ImageNet backbone."""
-    if bench_config(wildcards.bench)["train"]["mode"] == "head":
-        return {"features": out(wildcards.bench, "features", "pretrained.parquet")}
-    inputs = {"manifest": manifest_of(wildcards.bench)}
-    if get_benchmark(wildcards.bench).builtin:
-        inputs["backbone"] = out(wildcards.bench, "models", "pretrained_backbone.pt")
-    return inputs
-
-
-def train_input_args(wildcards, input):
-    args = " ".join(f"--{name} {path}" for name, path in input.items())
-    bench = get_benchmark(wildcards.bench)
-    if "manifest" in input.keys() and not bench.builtin:
-        args += f" --arch {bench.arch} {weights_args()}"
-    return args
-
-
 rule train:
     input:
         unpack(train_inputs),
@@ -26,6 +7,8 @@ rule train:
         history=out("{bench}", "runs", "{loss}-{method}-seed{seed}", "history.csv"),
     log:
         out("{bench}", "logs", "train", "{loss}-{method}-seed{seed}.log"),
+    conda:
+        "../envs/iaa.yaml"
     params:
         inputs=train_input_args,
         settings=settings_json("train"),
@@ -35,6 +18,6 @@ rule train:
         mem_mb=4000,
     shell:
         "iaa --threads {threads} train --loss {wildcards.loss} --method {wildcards.method}"
-        " --seed {wildcards.seed} {params.inputs} --out {output.model} --selected {output.selected}"
-        " --history {output.history}"
-        " --checkpoints {params.checkpoints} --settings {params.settings:q} 2> {log}"
+        " --seed {wildcards.seed} {params.inputs} --out {output.model:q} --selected {output.selected:q}"
+        " --history {output.history:q}"
+        " --checkpoints {params.checkpoints:q} --settings {params.settings:q} 2> {log:q}"
