@@ -63,6 +63,35 @@ BENCHMARKS: dict[str, Benchmark] = {
         Benchmark("vehicleid", "vehicleid", (1, 5), ("test-small", "test-medium", "test-large"), False),
     )
 }
+_BUILTIN_NAMES = frozenset(BENCHMARKS)
+
+
+def register_benchmark(
+    name: str,
+    *,
+    arch: str = DEFAULT_ARCH,
+    recall_k: tuple[int, ...] = (1, 2, 4, 8),
+    eval_splits: tuple[str, ...] = ("test",),
+) -> Benchmark:
+    """Register your own dataset (``iaa prepare folder``/``csv``) as a benchmark named ``name``.
+
+    Registering the same definition again is a no-op; a built-in name, or ``name`` already
+    registered differently, is an IAAError.
+    """
+    if not name or not name.replace("-", "").replace("_", "").isalnum() or not name[0].isalpha():
+        raise IAAError(f"bad dataset name {name!r}: use letters, digits, - and _, starting with a letter")
+    if arch not in ARCHS:
+        raise IAAError(f"dataset {name!r}: unknown backbone {arch!r}; expected one of {', '.join(ARCHS)}")
+    if not recall_k or any(k < 1 for k in recall_k):
+        raise IAAError(f"dataset {name!r}: recall_k must be positive integers, got {list(recall_k)}")
+    bench = Benchmark(name, name, tuple(sorted(set(recall_k))), tuple(eval_splits), False, arch=arch)
+    base, _, suffix = name.rpartition("-")
+    if name in _BUILTIN_NAMES or name in ("folder", "csv") or (base in _BUILTIN_NAMES and suffix in ARCHS):
+        raise IAAError(f"dataset name {name!r} is a built-in benchmark or prepare form; choose another name")
+    if BENCHMARKS.get(name, bench) != bench:
+        raise IAAError(f"dataset name {name!r} is already registered with other settings")
+    BENCHMARKS[name] = bench
+    return bench
 
 
 def get_benchmark(name: str) -> Benchmark:

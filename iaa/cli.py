@@ -90,6 +90,7 @@ def cmd_prepare(a: argparse.Namespace) -> None:
         a.benchmark, a.out, data_dir=a.data_dir, seed=a.seed, workers=a.threads, synth_overrides=a.synth,
         root=a.root, skip_bad_images=a.skip_bad_images, resized_cache=a.resized_cache,
         cache_size=a.cache_size, cache_square=a.cache_square, cache_interpolation=a.cache_interpolation,
+        manifest=a.manifest, test_fraction=a.test_fraction,
     )  # fmt: skip
 
 
@@ -214,17 +215,34 @@ def build_parser() -> argparse.ArgumentParser:
         return sp
 
     sp = stage("prepare", cmd_prepare, "write a benchmark's manifest (and generate synth images)")
-    sp.add_argument("benchmark", help="benchmark name (synth, cub, cars, sop, inshop, ...)")
+    sp.add_argument(
+        "benchmark",
+        help="benchmark name (synth, cub200, cars196, sop, inshop, ...), or your own images: folder "
+        "(--root DIR/<class>/<image>) or csv (--manifest TABLE --root DIR)",
+    )
     sp.add_argument("--out", type=Path, required=True, help="manifest Parquet")
     sp.add_argument("--data-dir", type=Path, default=None, help="synth: where images are written")
-    sp.add_argument("--seed", type=int, default=0, help="synth: random seed of the generated images")
+    sp.add_argument(
+        "--seed", type=int, default=0,
+        help="synth: random seed of the generated images; folder/csv: of the --test-fraction class split",
+    )  # fmt: skip
     sp.add_argument("--synth", type=_json_dict, default=None, help="JSON overrides of the synth spec")
     sp.add_argument(
         "--root",
         type=Path,
         default=None,
-        help="real datasets: the folder holding the download (CUB_200_2011/, Cars196/, ...)",
+        help="real datasets: the folder holding the download (CUB_200_2011/, Cars196/, ...); folder/csv: "
+        "the folder of your images",
     )
+    sp.add_argument(
+        "--manifest", type=Path, default=None,
+        help="csv: your table (.csv or .parquet) with columns path, label and optionally split",
+    )  # fmt: skip
+    sp.add_argument(
+        "--test-fraction", type=float, default=None,
+        help="folder/csv without a split: test a random fraction of the classes (--seed); default: the "
+        "second half of the classes in sorted order",
+    )  # fmt: skip
     sp.add_argument(
         "--skip-bad-images",
         action="store_true",
