@@ -109,6 +109,7 @@ def cmd_extract(a: argparse.Namespace) -> None:
         resize=a.resize or a.image_size, workers=a.workers, weights=a.weights,
         allow_download=not a.no_download, square=a.square_resize, interpolation=a.interpolation,
         pooling=a.pooling, googlenet_transform_input=a.googlenet_transform_input,
+        arch=a.arch, splits=tuple(a.splits) if a.splits else None,
     )  # fmt: skip
 
 
@@ -140,7 +141,8 @@ def cmd_export(a: argparse.Namespace) -> None:
     from iaa.export import export_stage
 
     export_stage(
-        a.model, a.out, benchmark=a.benchmark, selected=a.selected, out_selected=a.out_selected,
+        a.model, a.out, benchmark=a.benchmark, splits=tuple(a.splits) if a.splits else None,
+        selected=a.selected, out_selected=a.out_selected,
         features=a.features, manifest=a.manifest,
         image_size=a.image_size, resize=a.resize or a.image_size, workers=a.workers,
         square=a.square_resize, interpolation=a.interpolation,
@@ -297,7 +299,14 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--no-download", action="store_true", help="never fetch missing weights")
 
     sp = stage("extract", cmd_extract, "pretrained-backbone features of train and evaluation images")
-    sp.add_argument("--benchmark", required=True, help="benchmark name (its backbone and splits)")
+    sp.add_argument(
+        "--benchmark", default=None, help="benchmark name: its backbone and splits, unless given below"
+    )
+    sp.add_argument("--arch", default=None, help="ImageNet backbone (googlenet, bn_inception, resnet50)")
+    sp.add_argument(
+        "--splits", action=_ListAction, type=_str_list, default=None,
+        help="splits to embed, e.g. train test (space- or comma-separated)",
+    )  # fmt: skip
     sp.add_argument("--manifest", type=Path, required=True, help="the benchmark's manifest Parquet")
     sp.add_argument(
         "--backbone", type=Path, default=None,
@@ -343,7 +352,11 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
 
     sp = stage("export", cmd_export, "embeddings of train and evaluation images -> Parquet")
-    sp.add_argument("--benchmark", required=True, help="benchmark name (its splits)")
+    sp.add_argument("--benchmark", default=None, help="benchmark name: its splits, unless --splits")
+    sp.add_argument(
+        "--splits", action=_ListAction, type=_str_list, default=None,
+        help="splits to embed, e.g. train test (space- or comma-separated)",
+    )  # fmt: skip
     sp.add_argument("--model", type=Path, required=True, help="the final model (runs/<run>/model.pt)")
     sp.add_argument(
         "--selected", type=Path, default=None,

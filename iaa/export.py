@@ -32,7 +32,8 @@ def export_stage(
     model_path: Path,
     out: Path,
     *,
-    benchmark: str,
+    benchmark: str | None = None,
+    splits: tuple[str, ...] | None = None,
     selected: Path | None = None,
     out_selected: Path | None = None,
     features: Path | None = None,
@@ -53,7 +54,10 @@ def export_stage(
     """
     if (selected is None) != (out_selected is None):
         raise IAAError("export: --selected and --out-selected go together (give both or neither)")
-    bench = get_benchmark(benchmark)
+    if splits is None:  # by hand: from a registered benchmark
+        if benchmark is None:
+            raise IAAError("export needs --benchmark or --splits")
+        splits = get_benchmark(benchmark).embed_splits
     model = load_model(model_path)
     final_prov = checkpoint_provenance(model_path, "final")
     chosen: Provenance | None = None
@@ -65,7 +69,7 @@ def export_stage(
         if features is None:
             raise IAAError(f"{model_path} is an embedding head: export needs --features")
         in_dim = model.config.get("in_dim")  # features of another dimension are refused on reading
-        source = FeatureSource(read_embeddings(features, splits=list(bench.embed_splits), dim=in_dim))
+        source = FeatureSource(read_embeddings(features, splits=list(splits), dim=in_dim))
     else:
         if manifest is None:
             raise IAAError(f"{model_path} has a backbone: export needs --manifest")
@@ -73,7 +77,7 @@ def export_stage(
         opts = ImageOptions(
             image_size, resize, workers=workers, square=square, interpolation=interpolation, cache_dir=cache
         )
-        source = ImageSource(read_manifest(manifest), bench.embed_splits, opts)
+        source = ImageSource(read_manifest(manifest), tuple(splits), opts)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     emb = _embed(model, source, batch_size, device)
     write_embeddings(

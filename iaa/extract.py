@@ -14,6 +14,7 @@ import torch
 from iaa.benchmarks import get_benchmark
 from iaa.data.decoded_cache import default_cache_dir
 from iaa.data.sources import ImageOptions, ImageSource, embed_all, place_model
+from iaa.errors import IAAError
 from iaa.io import read_manifest, write_embeddings
 from iaa.models.backbone import backbone_options, build_backbone, load_backbone
 
@@ -25,7 +26,7 @@ def extract_stage(
     backbone_path: Path | None,
     out: Path,
     *,
-    benchmark: str,
+    benchmark: str | None = None,
     image_size: int,
     resize: int,
     batch_size: int = 256,
@@ -36,6 +37,8 @@ def extract_stage(
     interpolation: str = "bilinear",
     pooling: str = "avg",
     googlenet_transform_input: bool = True,
+    arch: str | None = None,
+    splits: tuple[str, ...] | None = None,
 ) -> int:
     """Features of every embedded image: from a backbone checkpoint (synth's pretrain stage)
     or, without one, from the benchmark's ImageNet backbone (weights looked up first).
@@ -44,12 +47,18 @@ def extract_stage(
     not on CUB: shorter side to ``resize``), center crop ``image_size``, filter ``interpolation``.
     ``pooling`` and ``googlenet_transform_input`` are the recipe's backbone options
     (:func:`iaa.models.backbone.backbone_options`; ignored for a backbone checkpoint).
+    ``arch`` and ``splits`` (the splits embedded: train and every evaluated one) default to
+    ``benchmark``'s; the workflow passes them, so datasets of your own need no registry here.
     """
-    bench = get_benchmark(benchmark)
+    if arch is None or splits is None:  # by hand: from a registered benchmark
+        if benchmark is None:
+            raise IAAError("extract needs --benchmark, or --arch and --splits")
+        bench = get_benchmark(benchmark)
+        arch, splits = arch or bench.arch, splits or bench.embed_splits
     if backbone_path is not None:
         backbone, name, _ = load_backbone(str(backbone_path))
     else:
-        name = bench.arch
+        name = arch
         options = backbone_options(name, pooling=pooling, googlenet_transform_input=googlenet_transform_input)
         backbone = build_backbone(
             name, pretrained=True, weights=weights, allow_download=allow_download, **options
@@ -59,11 +68,11 @@ def extract_stage(
     opts = ImageOptions(
         image_size, resize, workers=workers, square=square, interpolation=interpolation, cache_dir=cache
     )
-    source = ImageSource(manifest, bench.embed_splits, opts)
+    source = ImageSource(manifest, tuple(splits), opts)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     channels_last = device.type == "cuda"
     place_model(backbone, device, channels_last)
-    log.info("extracting %s features of %d images (%s)", name, len(source), ", ".join(bench.embed_splits))
+    log.info("extracting %s features of %d images (%s)", name, len(source), ", ".join(splits))
     features = embed_all(backbone, source, batch_size, device, channels_last)
     write_embeddings(
         out, features.numpy(), source.labels, source.splits, source.paths, metadata={"iaa.backbone": name}

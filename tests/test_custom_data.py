@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import logging
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
+import yaml
 from PIL import Image
 
 from iaa.cli import main
@@ -16,6 +20,8 @@ from iaa.io import read_manifest
 from iaa.prepare import prepare_stage
 
 CLASSES = ("ant", "bee", "cat", "dog", "eel", "fox")
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _image(path: Path, mode: str = "RGB", shade: int = 0) -> None:
@@ -276,3 +282,80 @@ def test_register_benchmark_makes_a_custom_dataset_a_benchmark(monkeypatch):
         benchmarks.register_benchmark("shop", arch="vgg")
     shop = benchmarks.register_benchmark("shop", eval_splits=("query",))
     assert shop.embed_splits == ("train", "query", "gallery")
+
+
+# --------------------------------------------------------------------------- in the workflow
+
+
+def _dry_run(workdir: Path, overlay: dict) -> subprocess.CompletedProcess:
+    path = workdir / "mine.yaml"
+    path.write_text(yaml.safe_dump(overlay))
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    cmd = [
+        sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"),
+        "--directory", str(workdir), "-n", "-p", "--cores", "2", "all",
+        "--configfile", str(ROOT / "config" / "config.yaml"), str(path),
+        "--config", f"results_dir={workdir / 'results'}",
+    ]  # fmt: skip
+    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_a_dataset_of_your_own_is_a_benchmark_of_the_workflow(tmp_path):
+    make_tree(tmp_path / "pics")
+    overlay = {
+        "benchmarks": ["mine", "mine-resnet50"],
+        "seeds": [0],
+        "datasets": {"mine": {"format": "folder", "root": str(tmp_path / "pics"), "recall_k": [1, 2]}},
+        "train": {"epochs": 40},
+    }
+    result = _dry_run(tmp_path, overlay)
+    assert result.returncode == 0, result.stderr[-2000:]
+    counts = {
+        p[0]: int(p[1])
+        for line in result.stdout.splitlines()
+        if len(p := line.split()) == 2 and p[1].isdigit()
+    }
+    # one manifest shared by both backbones; losses x methods x seeds x 2 experiments
+    assert counts["prepare"] == 1 and counts["train"] == 3 * 2 * 1 * 2 and "pretrain" not in counts
+    shell = result.stdout
+    assert "prepare folder --out" in shell and f"--root {tmp_path / 'pics'}" in shell
+    assert "extract --arch googlenet --splits train,test" in shell
+    assert "extract --arch resnet50 --splits train,test" in shell
+    assert "--recall-k 1,2" in shell
+
+
+def test_a_misspelt_dataset_or_override_fails_before_any_job(tmp_path):
+    make_tree(tmp_path / "pics")
+    own = {"mine": {"format": "folder", "root": str(tmp_path / "pics")}}
+    result = _dry_run(tmp_path, {"benchmarks": ["mien"], "datasets": own})
+    assert result.returncode != 0 and "unknown benchmark 'mien'" in result.stderr + result.stdout
+    result = _dry_run(
+        tmp_path, {"benchmarks": ["mine"], "datasets": own, "benchmark_overrides": {"mien": {}}}
+    )
+    assert (
+        result.returncode != 0
+        and "benchmark_overrides: unknown benchmark 'mien'" in result.stderr + result.stdout
+    )
+    result = _dry_run(tmp_path, {"benchmarks": ["cub200"], "datasets": {"cub200": own["mine"]}})
+    assert result.returncode != 0 and "datasets.cub200" in result.stderr + result.stdout
+    assert not (tmp_path / "results").exists()
+
+
+def test_stages_take_a_dataset_of_your_own_by_arch_and_splits(tmp_path, monkeypatch):
+    """What the workflow runs for `mine`: prepare folder, then extract and export told the
+    backbone and the splits (a fresh `iaa` process has no registry of your datasets)."""
+    from tests.test_real_pipeline import fake_imagenet_googlenet
+
+    make_tree(tmp_path / "pics")
+    weights = fake_imagenet_googlenet(tmp_path, monkeypatch)
+    manifest, features = tmp_path / "manifest.parquet", tmp_path / "features.parquet"
+    assert main(["prepare", "folder", "--root", str(tmp_path / "pics"), "--out", str(manifest)]) == 0
+    rc = main([
+        "extract", "--arch", "googlenet", "--splits", "train", "test", "--manifest", str(manifest),
+        "--weights", str(weights), "--no-download", "--out", str(features), "--image-size", "32",
+        "--resize", "36",
+    ])  # fmt: skip
+    assert rc == 0
+    table = pd.read_parquet(features)
+    assert len(table) == 24 and sorted(set(table["split"])) == ["test", "train"]
+    assert len(table["embedding"].iloc[0]) == 1024  # GoogLeNet's pooled features

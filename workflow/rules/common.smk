@@ -8,7 +8,8 @@ from snakemake.utils import validate
 
 import yaml
 
-from iaa.benchmarks import get_benchmark
+from iaa.benchmarks import get_benchmark, register_benchmark
+from iaa.data.datasets.custom import eval_splits_of
 from iaa.config import TrainSettings, check_train_settings, coerce_pipeline_config, from_dict
 from iaa.errors import IAAError
 from iaa.paper import paper_numbers
@@ -28,6 +29,15 @@ config.update(_coerced)
 # layers and the result validated (and defaulted) on its own.
 _RAW_CONFIG = copy.deepcopy(config)
 validate(config, SCHEMA)
+# Datasets of your own become benchmarks under their key, before any name is looked up.
+for _name, _spec in config["datasets"].items():
+    try:
+        register_benchmark(
+            _name, arch=_spec["backbone"], recall_k=tuple(_spec["recall_k"]),
+            eval_splits=eval_splits_of(_spec["format"], _spec["manifest"]),
+        )
+    except IAAError as err:
+        raise WorkflowError(f"datasets.{_name}: {err}") from None
 RESULTS = config["results_dir"]
 _BENCH_CONFIG = {}
 
@@ -51,8 +61,22 @@ def bench_config(bench):
 
 
 for _bench in config["benchmarks"]:
-    get_benchmark(_bench)
+    try:
+        get_benchmark(_bench)
+    except IAAError as err:
+        raise WorkflowError(f"benchmarks: {err}") from None
     bench_config(_bench)
+
+
+def embed_splits(wildcards):
+    """The splits extract and export embed: train and every evaluated one."""
+    return ",".join(get_benchmark(wildcards.bench).embed_splits)
+
+
+def prepare_kind(wildcards):
+    """The positional of ``iaa prepare``: the benchmark, or folder/csv for your own images."""
+    own = custom_dataset(wildcards.bench)
+    return own["format"] if own is not None else wildcards.bench
 
 
 def settings_json(section):
@@ -102,9 +126,19 @@ def weights_args():
     return weights + ("" if w["allow_download"] else " --no-download")
 
 
+def custom_dataset(bench):
+    """The ``datasets`` entry a benchmark reads (your own images), or None."""
+    return config["datasets"].get(get_benchmark(bench).base)
+
+
 for _bench in config["benchmarks"]:
-    if not get_benchmark(_bench).builtin:
+    if not get_benchmark(_bench).builtin and custom_dataset(_bench) is None:
         data_root(_bench)  # a missing data_root fails before any job runs
+for _bench in config["benchmark_overrides"]:
+    try:  # a misspelt benchmark name would silently override nothing
+        get_benchmark(_bench)
+    except IAAError as err:
+        raise WorkflowError(f"benchmark_overrides: {err}") from None
 
 
 def paper_benchmarks():
@@ -142,7 +176,13 @@ def prepare_args(wildcards):
         synth = json.dumps(cfg["synth"]["overrides"], sort_keys=True)
         data_dir = shlex.quote(out(wildcards.bench, "data"))
         return f"--data-dir {data_dir} --seed {cfg['synth']['seed']} --synth {shlex.quote(synth)}"
-    args = f"--root {shlex.quote(data_root(wildcards.bench))}"
+    own = custom_dataset(wildcards.bench)
+    if own is None:
+        args = f"--root {shlex.quote(data_root(wildcards.bench))}"
+    else:
+        args = f"--root {shlex.quote(own['root'])} --seed {own['seed']}"
+        args += f" --manifest {shlex.quote(own['manifest'])}" if own["manifest"] else ""
+        args += f" --test-fraction {own['test_fraction']}" if own["test_fraction"] else ""
     if cfg["prepare"]["resized_cache"]:
         cache = shlex.quote(out(wildcards.bench, "cache"))
         args += f" --resized-cache {cache} --cache-size {cfg['prepare']['cache_size']}"

@@ -13,6 +13,7 @@ rule export:
     conda:
         "../envs/iaa.yaml"
     params:
+        splits=embed_splits,
         source=lambda w, input: (
             f"--features {shlex.quote(input.features)}"
             if "features" in input.keys()
@@ -28,7 +29,7 @@ rule export:
     resources:
         mem_mb=4000,
     shell:
-        "iaa --threads {threads} export --benchmark {wildcards.bench} --model {input.model:q}"
+        "iaa --threads {threads} export --splits {params.splits} --model {input.model:q}"
         " --selected {input.selected:q} {params.source} --out {output.embeddings:q}"
         " --out-selected {output.selected:q}"
         " --image-size {params.image_size} --resize {params.resize}"

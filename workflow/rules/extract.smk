@@ -8,6 +8,8 @@ rule extract:
     conda:
         "../envs/iaa.yaml"
     params:
+        splits=embed_splits,
+        arch=lambda w: get_benchmark(w.bench).arch,
         backbone=lambda w, input: f"--backbone {shlex.quote(input.backbone)}" if "backbone" in input.keys() else weights_args(),
         image_size=lambda w: bench_config(w.bench)["extract"]["image_size"],
         resize=lambda w: bench_config(w.bench)["extract"]["resize"],
@@ -27,7 +29,7 @@ rule extract:
     resources:
         mem_mb=4000,
     shell:
-        "iaa --threads {threads} extract --benchmark {wildcards.bench} --manifest {input.manifest:q}"
+        "iaa --threads {threads} extract --arch {params.arch} --splits {params.splits} --manifest {input.manifest:q}"
         " {params.backbone} --out {output.features:q} --image-size {params.image_size}"
         " --resize {params.resize} {params.square} --interpolation {params.interpolation}"
         " {params.options} --workers {params.workers} 2> {log:q}"

@@ -6,9 +6,10 @@ rule prepare:
     conda:
         "../envs/iaa.yaml"
     params:
+        kind=prepare_kind,
         args=prepare_args,
     threads: config["threads"]["prepare"]
     resources:
         mem_mb=2000,
     shell:
-        "iaa --threads {threads} prepare {wildcards.bench} --out {output.manifest:q} {params.args} 2> {log:q}"
+        "iaa --threads {threads} prepare {params.kind} --out {output.manifest:q} {params.args} 2> {log:q}"

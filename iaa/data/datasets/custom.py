@@ -272,3 +272,19 @@ def prepare_custom(
     warn_unretrievable(frame, fmt)
     write_manifest(out, frame, root=manifest_root)
     return frame
+
+
+def eval_splits_of(fmt: str, table: Path | None) -> tuple[str, ...]:
+    """The evaluated protocol of your own dataset, known before ``prepare`` runs: ``("query",)``
+    (query against gallery) when the table's ``split`` column names query rows, else
+    ``("test",)`` (all against all). A table that cannot be read yet gives ``("test",)``:
+    ``prepare`` then names the problem."""
+    if fmt != "csv" or table is None:
+        return ("test",)
+    try:
+        frame = _load_table(Path(table), "csv")
+    except IAAError:
+        return ("test",)
+    if "split" in frame.columns and (frame["split"].astype(str) == "query").any():
+        return ("query",)
+    return ("test",)
