@@ -175,11 +175,16 @@ def test_a_run_killed_four_times_ends_identical_to_an_uninterrupted_one(tmp_path
         f"{train.ckpt / 'epoch_004.pt'}" in train.text()  # fmt: skip
     landed.append("SIGTERM writing epoch_005.pt")
 
-    # 4. SIGKILL at a seeded random moment after checkpoint 5 or 6.
+    # 4. SIGKILL at a seeded random moment after checkpoint 6, within 0.9 of the epoch just
+    # measured (5 -> 6; this process resumed from epoch 4 and writes both), so the kill lands
+    # before the run ends, whatever the machine's speed: two epochs are left
     rng = random.Random(0)
-    after, delay = f"epoch_00{rng.choice([5, 6])}.pt", rng.uniform(0, 0.2)
+    after, fraction = "epoch_006.pt", rng.uniform(0, 0.9)
     train = Train(run, features)
+    train.wait_until(lambda: (train.ckpt / "epoch_005.pt").exists(), "epoch_005.pt")
+    start = time.monotonic()
     train.wait_until(lambda: (train.ckpt / after).exists(), after)
+    delay = fraction * (time.monotonic() - start)
     time.sleep(delay)
     train.kill(signal.SIGKILL)
     _reran_from(train, ["epoch_004.pt"])
