@@ -15,71 +15,13 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from iaa.cli_args import HelpFormatter, ListAction, int_list, json_dict, str_list
 from iaa.errors import IAAError
 
 log = logging.getLogger("iaa")
 
 
 DESCRIPTION = "The iaa command: one subcommand per pipeline stage, each a thin call into its module."
-
-
-def _int_list(text: str) -> list[int]:
-    try:
-        return [int(t) for t in text.split(",") if t.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected integers, got {text!r}") from None
-
-
-def _str_list(text: str) -> list[str]:
-    return [t.strip() for t in text.split(",") if t.strip()]
-
-
-class _ListAction(argparse.Action):
-    """A list option given space-separated (``--recall-k 1 2 4 8``, as other DML tools take
-    it), comma-separated (``--recall-k 1,2,4,8``) or both; its ``type`` parses one token into
-    a list (``_int_list``, ``_str_list``), and the lists are joined. Repeating the option
-    replaces the earlier list."""
-
-    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs) -> None:
-        kwargs.setdefault("nargs", "+")
-        super().__init__(option_strings, dest, **kwargs)
-
-    def __call__(self, parser, namespace, values, option_string=None) -> None:
-        items = [item for part in values for item in part]
-        if not items:
-            raise argparse.ArgumentError(self, "expected at least one value")
-        setattr(namespace, self.dest, items)
-
-
-class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Each option's default appended as ``(default: ...)``, except where its help already
-    says it, or there is none to say (a required option, a flag, a None default)."""
-
-    def _get_help_string(self, action: argparse.Action) -> str:
-        text = action.help or ""
-        if (
-            "default" in text
-            or action.required
-            or action.default is None
-            or action.default is False
-            or action.default == argparse.SUPPRESS
-            or not action.option_strings
-        ):
-            return text
-        return super()._get_help_string(action)
-
-
-def _json_dict(text: str) -> dict:
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise argparse.ArgumentTypeError(f"not valid JSON: {err}") from None
-    if not isinstance(value, dict):
-        raise argparse.ArgumentTypeError("expected a JSON object")
-    return value
-
-
-# --------------------------------------------------------------------------- stages
 
 
 def cmd_prepare(a: argparse.Namespace) -> None:
@@ -205,14 +147,14 @@ def build_parser() -> argparse.ArgumentParser:
         description=DESCRIPTION,
         epilog="Errors you can fix (a missing file, a bad setting) are one line, exit status 2. "
         "List options take values space- or comma-separated (--recall-k 1 2 4 8, or 1,2,4,8).",
-        formatter_class=_HelpFormatter,
+        formatter_class=HelpFormatter,
     )
     p.add_argument("--threads", type=int, default=None, help="torch/FAISS/OpenMP threads (default: all CPUs)")
     p.add_argument("-v", "--verbose", action="store_true", help="log DEBUG messages too (default: INFO)")
     sub = p.add_subparsers(dest="command", required=True, metavar="STAGE")
 
     def stage(name: str, fn: Callable[[argparse.Namespace], None], help: str) -> argparse.ArgumentParser:
-        sp = sub.add_parser(name, help=help, description=help, formatter_class=_HelpFormatter)
+        sp = sub.add_parser(name, help=help, description=help, formatter_class=HelpFormatter)
         sp.set_defaults(func=fn)
         return sp
 
@@ -228,7 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--seed", type=int, default=0,
         help="synth: random seed of the generated images; folder/csv: of the --test-fraction class split",
     )  # fmt: skip
-    sp.add_argument("--synth", type=_json_dict, default=None, help="JSON overrides of the synth spec")
+    sp.add_argument("--synth", type=json_dict, default=None, help="JSON overrides of the synth spec")
     sp.add_argument(
         "--root",
         type=Path,
@@ -304,7 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sp.add_argument("--arch", default=None, help="ImageNet backbone (googlenet, bn_inception, resnet50)")
     sp.add_argument(
-        "--splits", action=_ListAction, type=_str_list, default=None,
+        "--splits", action=ListAction, type=str_list, default=None,
         help="splits to embed, e.g. train test (space- or comma-separated)",
     )  # fmt: skip
     sp.add_argument("--manifest", type=Path, required=True, help="the benchmark's manifest Parquet")
@@ -354,7 +296,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp = stage("export", cmd_export, "embeddings of train and evaluation images -> Parquet")
     sp.add_argument("--benchmark", default=None, help="benchmark name: its splits, unless --splits")
     sp.add_argument(
-        "--splits", action=_ListAction, type=_str_list, default=None,
+        "--splits", action=ListAction, type=str_list, default=None,
         help="splits to embed, e.g. train test (space- or comma-separated)",
     )  # fmt: skip
     sp.add_argument("--model", type=Path, required=True, help="the final model (runs/<run>/model.pt)")
@@ -396,7 +338,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--out", type=Path, required=True, help="metrics JSON: final and selected models")
     sp.add_argument("--split", default=None, help="test, test-*, or query (query vs gallery)")
     sp.add_argument(
-        "--recall-k", type=_int_list, action=_ListAction, default=[1, 2, 4, 8], metavar="K",
+        "--recall-k", type=int_list, action=ListAction, default=[1, 2, 4, 8], metavar="K",
         help="the K of Recall@K, space- or comma-separated (1 2 4 8, or 1,2,4,8; space-separated,"
         " give the embeddings file before it)",
     )  # fmt: skip
@@ -433,11 +375,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="per-epoch history CSVs (train), space-separated",
     )
     sp.add_argument(
-        "--recall-k", type=_int_list, action=_ListAction, default=[1, 2, 4, 8], metavar="K",
+        "--recall-k", type=int_list, action=ListAction, default=[1, 2, 4, 8], metavar="K",
         help="the K of the Recall@K columns, space- or comma-separated",
     )  # fmt: skip
     sp.add_argument(
-        "--losses", type=_str_list, action=_ListAction, metavar="LOSS",
+        "--losses", type=str_list, action=ListAction, metavar="LOSS",
         default=["contrastive", "triplet", "ms"],
         help="losses in the table, in row order, space- or comma-separated",
     )  # fmt: skip
