@@ -16,13 +16,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from iaa import safe_load
 from iaa.benchmarks import get_benchmark
 from iaa.data.decoded_cache import default_cache_dir
 from iaa.data.sources import FeatureSource, ImageOptions, ImageSource, embed_all, place_model
 from iaa.errors import IAAError
 from iaa.io import read_embeddings, read_manifest, require_file, write_embeddings
-from iaa.models.embedder import EmbeddingModel, load_model
+from iaa.models.embedder import EmbeddingModel, load_model, read_checkpoint
 from iaa.provenance import Provenance, provenance_from_checkpoint
 
 log = logging.getLogger(__name__)
@@ -117,14 +116,7 @@ def checkpoint_provenance(path: Path, epoch_kind: str) -> Provenance:
     Memory-mapped: only the small top-level values are read, not the weights.
     """
     require_file(path, "model checkpoint")
-    try:
-        payload = safe_load.load(path, "model checkpoint", mmap=True)
-    except IAAError:
-        raise
-    except Exception as err:  # corrupt or foreign file: say which
-        raise IAAError(f"cannot read model checkpoint {path}: {safe_load.first_line(err)}") from None
-    if not isinstance(payload, dict):
-        raise IAAError(f"{path} is not an iaa model checkpoint")
+    payload = read_checkpoint(path, mmap=True)
     return provenance_from_checkpoint(payload, f"model checkpoint {path}", epoch_kind)
 
 

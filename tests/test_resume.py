@@ -13,7 +13,6 @@ import re
 import shutil
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -22,21 +21,11 @@ import iaa.train as train_module
 from iaa.checkpoints import restore_generator, run_fingerprint
 from iaa.cli import main
 from iaa.config import IAASettings, LossSettings, TrainSettings, to_dict
-from iaa.io import write_embeddings, write_manifest
+from iaa.io import write_manifest
 from iaa.train import TrainInputs, train_stage
+from tests.test_train import _features
 
 EPOCHS = 3
-
-
-def _features(path: Path, seed: int = 0) -> Path:
-    """Gaussian classes in 16-d: 12 train classes, 6 test classes, 8 rows each."""
-    rng = np.random.default_rng(seed)
-    centres = rng.standard_normal((18, 16)) * 2
-    labels = np.repeat(np.arange(18), 8)
-    emb = centres[labels] + rng.standard_normal((len(labels), 16))
-    splits = np.where(labels < 12, "train", "test")
-    write_embeddings(path, emb, labels, splits, [f"img{i}.png" for i in range(len(labels))])
-    return path
 
 
 SETTINGS = dict(

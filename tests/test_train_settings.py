@@ -9,7 +9,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -20,23 +19,12 @@ from iaa.cli import main
 from iaa.config import IAASettings, TrainSettings
 from iaa.data.sources import embed_all
 from iaa.data.synth import SynthSpec, write_synth
-from iaa.io import write_embeddings
 from iaa.models.backbone import SynthConvNet, save_backbone
 from iaa.train import TrainInputs, train_stage
+from tests.test_train import _features
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "tests" / "configs" / "tiny.yaml"
-
-
-def _features(path: Path, seed: int = 0) -> Path:
-    """Gaussian classes in 16-d: 12 train classes, 6 test classes, 8 rows each."""
-    rng = np.random.default_rng(seed)
-    centres = rng.standard_normal((18, 16)) * 2
-    labels = np.repeat(np.arange(18), 8)
-    emb = centres[labels] + rng.standard_normal((len(labels), 16))
-    splits = np.where(labels < 12, "train", "test")
-    write_embeddings(path, emb, labels, splits, [f"img{i}.png" for i in range(len(labels))])
-    return path
 
 
 def _cli_train(tmp: Path, settings: dict, method: str = "iaa", features: Path | None = None) -> int:

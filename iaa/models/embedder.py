@@ -121,6 +121,23 @@ def save_model(
         safe_load.save(payload, tmp)
 
 
+def read_checkpoint(
+    path: str | os.PathLike[str], *, map_location: str | torch.device = "cpu", mmap: bool = False
+) -> dict:
+    """The top-level dict of a model checkpoint, read as data only (``weights_only=True``);
+    an unreadable, unsafe or non-dict file is a one-line IAAError. ``mmap``: tensors stay on
+    disk until touched (reading only the small metadata)."""
+    try:
+        payload = safe_load.load(path, "model checkpoint", map_location=map_location, mmap=mmap)
+    except IAAError:
+        raise
+    except Exception as err:  # corrupt or foreign file: say which
+        raise IAAError(f"cannot read model checkpoint {path}: {safe_load.first_line(err)}") from None
+    if not isinstance(payload, dict):
+        raise IAAError(f"{path} is not an iaa model checkpoint")
+    return payload
+
+
 def load_model(path: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> EmbeddingModel:
     """The model saved by ``save_model``, rebuilt from its ``config`` (architecture only, no
     weight lookup) and loaded with its state dict. Keys a checkpoint predates (``head_init``,
@@ -131,13 +148,8 @@ def load_model(path: str | os.PathLike[str], map_location: str | torch.device = 
     values (an older run's, or a foreign pickle) is refused with a one-line IAAError, its
     code never run."""
     p = require_file(path, "model checkpoint")
-    try:
-        payload = safe_load.load(p, "model checkpoint", map_location=map_location)
-    except IAAError:
-        raise
-    except Exception as err:  # corrupt or foreign file: say which
-        raise IAAError(f"cannot read model checkpoint {p}: {safe_load.first_line(err)}") from None
-    if not isinstance(payload, dict) or "config" not in payload or "state_dict" not in payload:
+    payload = read_checkpoint(p, map_location=map_location)
+    if "config" not in payload or "state_dict" not in payload:
         raise IAAError(f"{p} is not an iaa model checkpoint (no config/state_dict)")
     config = dict(payload["config"])
     if config.get("backbone") is not None:  # rebuild the architecture only: the weights follow
