@@ -243,6 +243,27 @@ def test_wrong_checksum_is_one_line(hub):
     assert "resnet50-0676ba61.pth" in msg and "0676ba61" in msg and actual in msg
 
 
+def test_own_weights_file_loads_unverified_with_a_warning(tmp_path, hub, caplog):
+    """A file of another name given by path (no published checksum) loads, says so in one
+    warning, and still has to fit; under the registered name, wrong bytes are refused."""
+    torch.manual_seed(3)
+    src = torchvision.models.googlenet(weights=None, aux_logits=False, init_weights=True)
+    own = tmp_path / "my-googlenet.pth"
+    torch.save(src.state_dict(), own)
+    with caplog.at_level("WARNING", logger="iaa.models.weights"):
+        trunk = build_backbone("googlenet", weights=own, allow_download=False)
+    assert torch.equal(trunk.conv1.conv.weight, src.conv1.conv.weight)
+    said = [r.getMessage() for r in caplog.records]
+    assert any("unverified" in m and "my-googlenet.pth" in m for m in said)
+    registered = tmp_path / weights_module.WEIGHTS["googlenet"].file
+    registered.write_bytes(own.read_bytes())
+    with pytest.raises(IAAError, match="checksum mismatch"):
+        build_backbone("googlenet", weights=registered, allow_download=False)
+    torch.save({"conv1.conv.weight": torch.zeros(1)}, own)
+    with pytest.raises(IAAError, match="does not fit"):
+        build_backbone("googlenet", weights=own, allow_download=False)
+
+
 def test_missing_file_without_downloads_names_file_place_and_url(hub):
     with pytest.raises(IAAError) as excinfo:
         build_backbone("bn_inception", pretrained=True, allow_download=False)

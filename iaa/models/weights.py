@@ -2,9 +2,12 @@
 
 Lookup order: an explicit path (``weights``: the file, or a folder holding it), else the torch
 hub cache ``torch.hub.get_dir()/checkpoints/<file>`` (``$TORCH_HOME/hub/checkpoints``), else a
-download into that cache when ``allow_download`` is on. Every file is verified: the hex digits
-in the registered file name are the prefix of its SHA-256 (torchvision's convention). The
-trunk has no classifier, so the file's classifier keys are dropped before a strict load.
+download into that cache when ``allow_download`` is on. A file under the registered name is
+verified: the hex digits in that name are the prefix of its SHA-256 (torchvision's convention).
+A file given by path under any other name is the user's own (another ImageNet training, a
+conversion): it has no published checksum, so it is loaded unverified, with one warning, and
+only its tensor names and shapes are checked. The trunk has no classifier, so the file's
+classifier keys are dropped before a strict load.
 
 ``WEIGHTS`` is the registry; tests (or users with a different copy) replace an entry.
 """
@@ -12,6 +15,7 @@ trunk has no classifier, so the file's classifier keys are dropped before a stri
 from __future__ import annotations
 
 import hashlib
+import logging
 import pickle
 import re
 from collections.abc import Mapping
@@ -22,6 +26,8 @@ import torch
 from torch import nn
 
 from iaa.errors import IAAError
+
+log = logging.getLogger(__name__)
 
 _HASH_IN_NAME = re.compile(r"-([a-f0-9]+)\.")
 
@@ -180,9 +186,20 @@ def fit_state_dict(
 
 
 def load_pretrained(module: nn.Module, name: str, path: str | Path) -> None:
-    """Verify ``path`` against backbone ``name``'s registered file and load it into ``module``."""
+    """Load weights file ``path`` into ``module`` (backbone ``name``'s trunk).
+
+    A file named as the registered one is verified against its checksum; a file of another
+    name is the user's own and is loaded with a warning (names and shapes still checked).
+    Raises IAAError (one line) on a checksum mismatch, an unreadable file or a misfit.
+    """
     entry = _entry(name)
-    verify_checksum(path, entry)
+    if Path(path).name == entry.file:
+        verify_checksum(path, entry)
+    else:
+        log.warning(
+            "weights file %s is not the published %s: loading it unverified (no checksum; "
+            "tensor names and shapes are checked)", path, entry.file,
+        )  # fmt: skip
     state = fit_state_dict(module, read_state_dict(path), entry, str(path))
     try:
         module.load_state_dict(state, strict=True)
