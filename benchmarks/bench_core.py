@@ -120,7 +120,7 @@ def bench_losses(args: argparse.Namespace, device: torch.device) -> None:
     std = (torch.rand(int(labels.max()) + 1, args.dim, generator=g) * 0.1).to(device)
     noise = torch.Generator(device=device).manual_seed(args.seed)
     for name in sorted(LOSSES):
-        loss = build_loss(name)
+        loss = build_loss(name, num_classes=int(labels.max()) + 1, embedding_dim=args.dim).to(device)
 
         def baseline(loss: PairLoss = loss) -> None:
             z = z0.clone().requires_grad_(True)

@@ -95,7 +95,7 @@ def time_step(args: argparse.Namespace, device: torch.device, method: str) -> No
     channels_last = device.type == "cuda" and not args.no_amp
     place_model(model, device, channels_last)
     model.train()
-    loss_fn = build_loss(args.loss)
+    loss_fn = build_loss(args.loss, num_classes=classes, embedding_dim=512).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-5, weight_decay=4e-4)
     std = torch.rand(classes, 512, device=device) * 0.1
     noise = torch.Generator(device=device).manual_seed(args.seed)

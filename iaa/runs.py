@@ -9,9 +9,20 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-LOSS_TITLES = {"contrastive": "Contrastive", "triplet": "Triplet", "ms": "MS"}
+LOSS_TITLES = {
+    "contrastive": "Contrastive",
+    "triplet": "Triplet",
+    "ms": "MS",
+    # Table X's losses (pytorch-metric-learning)
+    "distance_weighted": "Triplet (distance-weighted)",
+    "margin": "Margin",
+    "circle": "Circle",
+    "norm_softmax": "Norm-softmax",
+    "proxy_nca": "Proxy-NCA",
+    "soft_triple": "SoftTriple",
+}
 PRETRAINED = "pretrained"
-_RUN = re.compile(r"^(?P<loss>[a-z]+)-(?P<method>baseline|iaa)-seed(?P<seed>\d+)$")
+_RUN = re.compile(r"^(?P<loss>[a-z_]+)-(?P<method>baseline|iaa)-seed(?P<seed>\d+)$")
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ The loop reads top to bottom like the paper's Algorithm 1:
             z = model(x)                                  raw embeddings
             if IAA is active: ẑ = z + sqrt(λ) σ_y ⊙ ε     M copies each (SPEC 2.3)
             loss(anchors = originals, candidates = originals + copies)   (SPEC 2.4)
-        checkpoint (model, optimiser, scheduler, statistics, every RNG state)
+        checkpoint (model, optimiser, scheduler, statistics, loss proxies, every RNG state)
 
         evaluate R@1 for the curves and the model-selection rule (iaa.selection)
 
@@ -25,6 +25,8 @@ import copy
 import csv
 import logging
 import math
+import resource
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,7 +44,7 @@ from iaa.data.sources import model_forward, place_model
 from iaa.errors import IAAError, TrainingDivergedError
 from iaa.estimation import global_estimation, is_estimation_epoch, use_correction
 from iaa.io import atomic_path
-from iaa.losses import baseline_call, build_loss, iaa_call
+from iaa.losses import LOSSES, MiningTally, baseline_call, build_loss, iaa_call
 from iaa.method import ClassStatistics, lambda_schedule, synthesize
 from iaa.models.backbone import freeze_batchnorm
 from iaa.models.embedder import EmbeddingModel, save_model
@@ -66,6 +68,11 @@ HISTORY_FIELDS = (
     "val_recall@1",
     "selection_recall@1",
     "seconds",
+    "hard_positives",  # pairs the loss's mining kept per batch (Fig. 10; iaa.losses.base)
+    "hard_negatives",
+    "synthetic_share",  # share of those pairs whose candidate is synthetic
+    "seconds_per_iteration",  # the batch loop only: no estimation pass, no evaluation (Fig. 11)
+    "peak_memory_mb",  # CUDA: this epoch's peak allocated memory; CPU: the process's peak RSS
 )
 
 
@@ -78,13 +85,47 @@ class RunState:
     std: torch.Tensor | None = None  # per-class σ used for synthesis, once estimated
 
 
-def _optimizer(model: EmbeddingModel, settings: TrainSettings, lr: float) -> torch.optim.Optimizer:
+def _optimizer(
+    model: EmbeddingModel, settings: TrainSettings, lr: float, loss_fn: torch.nn.Module | None = None
+) -> torch.optim.Optimizer:
     """Adam; the embedding layer (the head) learns ``embedding_lr_multiplier`` times faster
-    (1: one parameter group's rate for all, as the released code)."""
+    (1: one parameter group's rate for all, as the released code). The loss's own parameters
+    (proxies), if any, are a last group at ``loss_lr`` (pml's advice: proxies want a larger
+    rate than the network); the same weight decay and the same lr schedule apply to them."""
     groups = [{"params": model.head.parameters(), "lr": lr * settings.embedding_lr_multiplier}]
     if model.trunk is not None:
         groups.append({"params": model.trunk.parameters(), "lr": lr})
+    loss_params = list(loss_fn.parameters()) if isinstance(loss_fn, torch.nn.Module) else []
+    if loss_params:
+        groups.append({"params": loss_params, "lr": settings.loss_lr})
     return torch.optim.Adam(groups, lr=lr, weight_decay=settings.weight_decay)
+
+
+def _loss_state(loss_fn: Any) -> dict[str, torch.Tensor]:
+    """The loss's learnable state (proxies; empty for the pair losses)."""
+    return loss_fn.state_dict() if isinstance(loss_fn, torch.nn.Module) else {}
+
+
+def _reset_peak_memory(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def _loop_cost(device: torch.device, started: float) -> tuple[float, float]:
+    """Seconds since ``started`` (the device's queued work included) and :func:`_peak_memory_mb`."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - started, _peak_memory_mb(device)
+
+
+def _peak_memory_mb(device: torch.device) -> float:
+    """CUDA: the peak memory allocated since :func:`_reset_peak_memory`, in MiB. CPU: the
+    process's peak resident set size (``getrusage``; since the process started, it cannot be
+    reset), in MiB."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
+    return rss / 2**20 if sys.platform == "darwin" else rss / 2**10
 
 
 def _precision(settings: TrainSettings, device: torch.device) -> tuple[bool, torch.dtype]:
@@ -99,7 +140,16 @@ def _precision(settings: TrainSettings, device: torch.device) -> tuple[bool, tor
 
 
 def _save_checkpoint(
-    ckpt_dir: Path, model, optimizer, scheduler, scaler, stats, state: RunState, rngs, fingerprint
+    ckpt_dir: Path,
+    model,
+    optimizer,
+    scheduler,
+    scaler,
+    stats,
+    state: RunState,
+    rngs,
+    fingerprint,
+    loss_fn=None,
 ) -> None:
     """Write this epoch's checkpoint: tensors and plain values only (``checkpoints.save_checkpoint``
     converts NumPy values), so it loads with ``torch.load(weights_only=True)``."""
@@ -111,6 +161,7 @@ def _save_checkpoint(
         "scheduler": scheduler.state_dict(),
         "scaler": scaler.state_dict(),
         "stats": stats.state_dict(),
+        "loss": _loss_state(loss_fn),
         "std": state.std,
         "history": state.history,
         "rng": {name: g.get_state() for name, g in rngs.items()},
@@ -120,7 +171,16 @@ def _save_checkpoint(
 
 
 def _resume(
-    ckpt_dir: Path, model, optimizer, scheduler, scaler, stats, rngs: dict, fingerprint: str, seed: int
+    ckpt_dir: Path,
+    model,
+    optimizer,
+    scheduler,
+    scaler,
+    stats,
+    rngs: dict,
+    fingerprint: str,
+    seed: int,
+    loss_fn=None,
 ) -> RunState:
     """Restore the newest checkpoint of this run (same settings and inputs), else start afresh."""
     payload = checkpoints.load_latest(ckpt_dir, fingerprint)
@@ -131,6 +191,8 @@ def _resume(
     scheduler.load_state_dict(payload["scheduler"])
     scaler.load_state_dict(payload["scaler"])
     stats.load_state_dict(payload["stats"])
+    if isinstance(loss_fn, torch.nn.Module):
+        loss_fn.load_state_dict(payload.get("loss", {}))
     for i, (name, g) in enumerate(rngs.items()):
         checkpoints.restore_generator(
             g, payload["rng"][name], name, reseed=seed + 7919 * (payload["epoch"] + 1) + i
@@ -160,22 +222,29 @@ def train_stage(
     if method not in METHODS:
         raise IAAError(f"unknown method {method!r}; known: {', '.join(METHODS)}")
     check_train_settings(settings, (method,))
-    try:  # before any data is read: a typo fails at once
-        loss_fn = build_loss(loss_name, **getattr(settings.losses, loss_name, {}))
-    except ValueError as err:
-        raise IAAError(str(err)) from None
+    if loss_name not in LOSSES:  # before any data is read: a typo fails at once
+        raise IAAError(f"unknown loss {loss_name!r}; expected one of {sorted(LOSSES)}")
     seed_everything(seed)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     src, model = build_sources(inputs, settings)
     labels_np, class_ids = contiguous_labels(src.train.labels)
     labels = torch.from_numpy(labels_np)
     num_classes = len(class_ids)
+    try:  # after the model: proxies drawn from the global generator change no other number
+        loss_fn = build_loss(
+            loss_name, num_classes=num_classes, embedding_dim=settings.embedding_dim,
+            **getattr(settings.losses, loss_name, {}),
+        )  # fmt: skip
+    except (TypeError, ValueError) as err:
+        raise IAAError(f"loss {loss_name}: {err}") from None
     lr = settings.lr_by_loss.get(loss_name, settings.lr)  # e.g. contrastive on CUB: 3e-5 (SPEC 3)
     amp, amp_dtype = _precision(settings, device)
     channels_last = settings.channels_last and device.type == "cuda" and model.trunk is not None
     place_model(model, device, channels_last)
+    if isinstance(loss_fn, torch.nn.Module):
+        loss_fn.to(device)
     scaler = torch.amp.GradScaler("cuda", enabled=amp and amp_dtype == torch.float16)
-    optimizer = _optimizer(model, settings, lr)
+    optimizer = _optimizer(model, settings, lr, loss_fn)
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, settings.lr_milestones, settings.lr_gamma)
     stats = ClassStatistics(num_classes, settings.embedding_dim, momentum=settings.iaa.momentum).to(device)
     iterations = max(1, min(len(src.train) // settings.batch_size, settings.max_iterations_per_epoch))
@@ -190,7 +259,9 @@ def train_stage(
     selected_out = selected_out or model_out.with_name("selected.pt")
     preemption.remove_stale_temporaries(checkpoint_dir, model_out, history_out, selected_out)
     fingerprint = checkpoints.run_fingerprint(settings, loss_name, method, seed, inputs.identity())
-    state = _resume(checkpoint_dir, model, optimizer, scheduler, scaler, stats, rngs, fingerprint, seed)
+    state = _resume(
+        checkpoint_dir, model, optimizer, scheduler, scaler, stats, rngs, fingerprint, seed, loss_fn
+    )
     best = BestEpoch(checkpoint_dir / checkpoints.BEST, fingerprint) if settings.selection != "last" else None
     correction = use_correction(settings, num_classes)
     ia = settings.iaa
@@ -207,6 +278,7 @@ def train_stage(
 
     for epoch in range(state.epoch + 1, settings.epochs + 1):
         t0 = time.perf_counter()
+        _reset_peak_memory(device)
         estimated = method == "iaa" and is_estimation_epoch(epoch, ia.start_epoch, ia.update_every)
         if estimated:
             state.std = global_estimation(
@@ -217,7 +289,7 @@ def train_stage(
         model.train()
         if model.trunk is not None:
             freeze_batchnorm(model.trunk)
-        total, count = 0.0, 0
+        total, count, mining, t_loop = 0.0, 0, MiningTally(), time.perf_counter()
         batches = src.train.train_batches(sampler)
         for it, (x, idx) in enumerate(
             tqdm(batches, total=iterations, desc=f"epoch {epoch}", leave=False, mininterval=5)
@@ -250,6 +322,8 @@ def train_stage(
             scaler.update()
             total += float(loss.detach())
             count += 1
+            mining.add(getattr(loss_fn, "last_mining", None))
+        loop_seconds, peak_mb = _loop_cost(device, t_loop)
         lr_used = optimizer.param_groups[0]["lr"]  # this epoch's rate, before the scheduler steps
         scheduler.step()
         train_seconds = time.perf_counter() - t0
@@ -267,6 +341,8 @@ def train_stage(
             "lambda": lam if iaa_active else 0.0, "iaa_active": int(iaa_active), "estimated": int(estimated),
             "mean_std": float(state.std.mean()) if state.std is not None else math.nan,
             "val_recall@1": val_r1, "selection_recall@1": sel_r1, "seconds": time.perf_counter() - t0,
+            **mining.columns(), "seconds_per_iteration": loop_seconds / max(count, 1),
+            "peak_memory_mb": peak_mb,
         }  # fmt: skip
         state.history.append(row)
         state.epoch = epoch
@@ -275,7 +351,9 @@ def train_stage(
             epoch, settings.epochs, row["loss"], val_r1, sel_r1, " [IAA]" if iaa_active else "",
             row["seconds"], row["seconds"] - train_seconds,
         )  # fmt: skip
-        _save_checkpoint(checkpoint_dir, model, optimizer, scheduler, scaler, stats, state, rngs, fingerprint)
+        _save_checkpoint(
+            checkpoint_dir, model, optimizer, scheduler, scaler, stats, state, rngs, fingerprint, loss_fn
+        )
 
     _write_models(
         model, best, state, settings, model_out, selected_out, class_ids, loss_name, method, seed, stats

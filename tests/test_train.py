@@ -36,9 +36,9 @@ def _settings(**kw) -> TrainSettings:
     return TrainSettings(**base)
 
 
-def _run(tmp: Path, features: Path, method: str = "iaa", **kw):
+def _run(tmp: Path, features: Path, method: str = "iaa", loss: str = "ms", **kw):
     return train_stage(
-        TrainInputs(features=features), loss_name="ms", method=method, seed=3, settings=_settings(**kw),
+        TrainInputs(features=features), loss_name=loss, method=method, seed=3, settings=_settings(**kw),
         model_out=tmp / "model.pt", history_out=tmp / "history.csv", checkpoint_dir=tmp / "ckpt",
     )  # fmt: skip
 
@@ -69,8 +69,8 @@ def test_a_killed_run_resumes_to_the_same_model(tmp_path, monkeypatch):
     killed = tmp_path / "killed"
     real_save = train_module._save_checkpoint
 
-    def save_then_die(ckpt_dir, model, optimizer, scheduler, scaler, stats, state, rngs, fingerprint):
-        real_save(ckpt_dir, model, optimizer, scheduler, scaler, stats, state, rngs, fingerprint)
+    def save_then_die(ckpt_dir, model, optimizer, scheduler, scaler, stats, state, rngs, fingerprint, loss):
+        real_save(ckpt_dir, model, optimizer, scheduler, scaler, stats, state, rngs, fingerprint, loss)
         if state.epoch == 2:
             raise KeyboardInterrupt  # stands in for SIGKILL right after the checkpoint
 
@@ -124,16 +124,86 @@ def test_nan_loss_stops_with_epoch_and_iteration_and_keeps_the_checkpoint(tmp_pa
     def poisoned(name, **kw):
         loss = real_build(name, **kw)
         calls = {"n": 0}
+        real_forward = loss.forward
 
         def forward(*args):
             calls["n"] += 1
-            value = loss.forward(*args)
+            value = real_forward(*args)
             return value * float("nan") if calls["n"] > 1 else value  # iteration 1 of epoch 2
 
-        return forward
+        loss.forward = forward
+        return loss
 
     monkeypatch.setattr(train_module, "build_loss", poisoned)
     with pytest.raises(TrainingDivergedError, match=r"epoch 2, iteration 1.*epoch 1"):
         _run(tmp_path, features, batch_size=96, samples_per_class=8)  # 1 iteration/epoch
     assert not (tmp_path / "model.pt").exists()
     assert [p.name for p in (tmp_path / "ckpt").glob("*.pt")] == ["epoch_001.pt"]
+
+
+NEW_COLUMNS = [
+    "hard_positives",
+    "hard_negatives",
+    "synthetic_share",
+    "seconds_per_iteration",
+    "peak_memory_mb",
+]
+
+
+def test_history_has_mining_time_and_memory_columns(tmp_path):
+    history = _run(tmp_path, _features(tmp_path / "f.parquet"), epochs=2)
+    csv = pd.read_csv(tmp_path / "history.csv")
+    assert set(NEW_COLUMNS) <= set(csv.columns)
+    assert (csv["hard_negatives"] > 0).all() and (csv["seconds_per_iteration"] > 0).all()
+    assert (csv["peak_memory_mb"] > 0).all()
+    # epoch 1 is a baseline epoch (no copies): no synthetic pair; epoch 2 has IAA on
+    assert [r["iaa_active"] for r in history] == [False, True]
+    assert csv["synthetic_share"][0] == 0 and 0 < csv["synthetic_share"][1] < 1
+
+
+def _proxies(path: Path) -> dict[str, torch.Tensor]:
+    from iaa.preemption import list_checkpoints
+
+    return torch.load(list_checkpoints(path)[-1], weights_only=True)["loss"]
+
+
+def test_a_proxy_loss_trains_its_proxies_and_writes_the_new_columns(tmp_path, monkeypatch):
+    features = _features(tmp_path / "f.parquet")
+    built = {}
+    real_build = train_module.build_loss
+
+    def keep(name, **kw):
+        built["loss"] = real_build(name, **kw)
+        built["start"] = {k: v.detach().clone() for k, v in built["loss"].state_dict().items()}
+        return built["loss"]
+
+    monkeypatch.setattr(train_module, "build_loss", keep)
+    _run(tmp_path, features, loss="proxy_nca", epochs=2)
+    csv = pd.read_csv(tmp_path / "history.csv")
+    assert set(NEW_COLUMNS) <= set(csv.columns) and len(csv) == 2
+    assert csv["hard_negatives"].tolist() == [0, 0]  # proxy losses mine no pairs
+    assert csv["synthetic_share"].isna().all()
+    assert (csv["seconds_per_iteration"] > 0).all() and (csv["peak_memory_mb"] > 0).all()
+    start, saved = built["start"], _proxies(tmp_path / "ckpt")
+    assert list(saved) == ["loss.proxies"] and saved["loss.proxies"].shape == (12, 8)
+    assert not torch.equal(saved["loss.proxies"], start["loss.proxies"])  # the proxies learned
+
+
+def test_a_killed_proxy_loss_run_resumes_its_proxies(tmp_path, monkeypatch):
+    features = _features(tmp_path / "f.parquet")
+    reference = _run(tmp_path / "full", features, loss="soft_triple", epochs=3)
+    real_save = train_module._save_checkpoint
+
+    def save_then_die(*args):
+        real_save(*args)
+        if args[6].epoch == 1:  # state
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_module, "_save_checkpoint", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        _run(tmp_path / "killed", features, loss="soft_triple", epochs=3)
+    monkeypatch.setattr(train_module, "_save_checkpoint", real_save)
+    resumed = _run(tmp_path / "killed", features, loss="soft_triple", epochs=3)
+    assert [r["loss"] for r in resumed] == [r["loss"] for r in reference]
+    a, b = _proxies(tmp_path / "full" / "ckpt"), _proxies(tmp_path / "killed" / "ckpt")
+    assert torch.equal(a["loss.fc"], b["loss.fc"])

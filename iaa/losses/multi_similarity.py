@@ -7,7 +7,7 @@ import math
 import torch
 from torch import Tensor
 
-from iaa.losses.base import PairLoss, Pairs
+from iaa.losses.base import PairLoss, Pairs, count_mined
 
 
 def _log1p_sum_exp(x: Tensor, mask: Tensor) -> Tensor:
@@ -25,6 +25,9 @@ class MultiSimilarityLoss(PairLoss):
     and positives when ``s - epsilon < max s_neg`` (min/max over all remaining positives /
     all negatives). An anchor left with no positive or no negative after mining contributes 0
     (it is skipped, as in the original code), but the division stays by B.
+
+    Mining count (``last_mining``): the kept pairs are the mined positives and negatives of
+    the anchors that contribute (those with both after mining).
     """
 
     def __init__(
@@ -46,6 +49,7 @@ class MultiSimilarityLoss(PairLoss):
             hard_neg = neg & (s + self.epsilon > min_pos)
             hard_pos = pos & (s - self.epsilon < max_neg)
             used = hard_pos.any(dim=1) & hard_neg.any(dim=1)
+            self.last_mining = count_mined(hard_pos & used[:, None], hard_neg & used[:, None])
         pos_term = _log1p_sum_exp(-self.alpha * (s - self.base), hard_pos) / self.alpha
         neg_term = _log1p_sum_exp(self.beta * (s - self.base), hard_neg) / self.beta
         per_anchor = torch.where(used, pos_term + neg_term, 0.0)
