@@ -37,6 +37,19 @@ class LossSettings:
     ms: dict[str, float] = field(
         default_factory=lambda: {"alpha": 2.0, "beta": 40.0, "base": 0.5, "epsilon": 0.1}
     )
+    # Table X: pytorch-metric-learning's losses with its documented defaults (iaa/losses/pml_*.py)
+    distance_weighted: dict[str, float] = field(
+        default_factory=lambda: {"margin": 0.05, "cutoff": 0.5, "nonzero_loss_cutoff": 1.4}
+    )
+    margin: dict[str, float] = field(
+        default_factory=lambda: {"margin": 0.2, "beta": 1.2, "nu": 0.0, "learn_beta": False}
+    )
+    circle: dict[str, float] = field(default_factory=lambda: {"m": 0.4, "gamma": 80.0})
+    norm_softmax: dict[str, float] = field(default_factory=lambda: {"temperature": 0.05})
+    proxy_nca: dict[str, float] = field(default_factory=lambda: {"softmax_scale": 1.0})
+    soft_triple: dict[str, float] = field(
+        default_factory=lambda: {"centers_per_class": 10, "la": 20.0, "gamma": 0.1, "margin": 0.01}
+    )
 
 
 @dataclass(frozen=True)
@@ -60,6 +73,7 @@ class IAASettings:
     mean: str = "dynamic"  # dynamic: around z_i (paper); fixed: around μ_y (Table XII)
     copies_by_loss: dict[str, int] = field(default_factory=dict)  # released: contrastive M=2 on SOP/In-Shop
     estimation_transform: str = "eval"  # images of the global estimation pass; released: "train"
+    estimation_images: int = 0  # Table XI: estimate from a fixed subset of N images per class (0: all)
     # The released code's departures from the paper's method (SPEC 2.5 items 1, 2, 4, 5):
     apply_correction: bool = True  # item 1: False = corrected σ computed but not used
     sqrt_per_copy: bool = False  # item 2: copy m uses σ^(1/2^m)
@@ -104,6 +118,7 @@ class TrainSettings:
     channels_last: bool = True  # CUDA only: channels-last memory format for the backbone
     iaa: IAASettings = field(default_factory=IAASettings)
     losses: LossSettings = field(default_factory=LossSettings)
+    loss_lr: float = 0.01  # Adam rate of the loss's own parameters (proxies), a group of their own
 
 
 def from_dict(cls: type[T], data: dict[str, Any] | None) -> T:

@@ -24,6 +24,28 @@ def is_estimation_epoch(epoch: int, start_epoch: int, update_every: int) -> bool
     return epoch > start_epoch and (epoch - start_epoch - 1) % update_every == 0
 
 
+def estimation_rows(labels: torch.Tensor, per_class: int, seed: int = 0) -> torch.Tensor:
+    """Boolean mask (N,) of the rows the statistics are estimated from: all of them when
+    ``per_class`` is 0, else a fixed random subset of at most ``per_class`` rows of each
+    class (Table XI: statistics from only N = 3, 5, 7 images per class). The subset depends
+    only on the labels and ``seed``, so every estimation, run and seed uses the same images.
+    ``labels`` (N,) int64, any device. Raises ValueError for a negative ``per_class``."""
+    if per_class < 0:
+        raise ValueError(f"per_class must be >= 0, got {per_class}")
+    if per_class == 0:
+        return torch.ones(labels.shape, dtype=torch.bool, device=labels.device)
+    g = torch.Generator().manual_seed(seed)
+    key = torch.rand(labels.shape[0], generator=g).to(labels.device)
+    order = torch.argsort(key)  # random order, then grouped by class (stable keeps it random)
+    order = order[torch.argsort(labels[order], stable=True)]
+    grouped = labels[order]
+    first = torch.searchsorted(grouped, grouped, right=False)  # first position of each class
+    rank = torch.arange(len(order), device=labels.device) - first
+    mask = torch.zeros(labels.shape, dtype=torch.bool, device=labels.device)
+    mask[order[rank < per_class]] = True
+    return mask
+
+
 def use_correction(settings: TrainSettings, num_classes: int) -> bool:
     mode = settings.iaa.correction
     if mode == "auto":
@@ -65,9 +87,13 @@ def global_estimation(
         raw = embed_train_transform(model, train_src, device, channels_last).to(device)
     else:
         raw = embed_all(model, train_src, 512, device, channels_last).to(device)
-    # n_k of SPEC 2.2 is the class's image count in this pass (the whole train set), not the
-    # running count, which grows with every estimation.
-    counts = stats.update(raw, labels.to(device))
+    labels = labels.to(device)
+    if ia.estimation_images:  # Table XI: a fixed subset of N images per class
+        keep = estimation_rows(labels, ia.estimation_images)
+        raw, labels = raw[keep], labels[keep]
+    # n_k of SPEC 2.2 is the class's image count in this pass (the whole train set, or the
+    # Table XI subset), not the running count, which grows with every estimation.
+    counts = stats.update(raw, labels)
     var = stats.var
     if correction:
         mean = stats.mean
