@@ -5,7 +5,9 @@ computed on the raw embeddings in one pass, SPEC 2.1), the neighbor-corrected va
 and α (SPEC 2.2, defaults K=25, β=0.1, γ=0.1, τ=40). With ``correlation_out``, the
 analysis behind the paper's Table I / VIII: for each class, the Spearman correlation
 between its row of D_m(i, j) = ||μ_i² - μ_j²||_p and its row of D_cv(i, j) = ||σ²_i - σ²_j||_p
-over the other classes, averaged over classes, for p = 1, 2, 3, 4.
+over the other classes, averaged over classes, for p = 1, 2, 3, 4 (keys ``spearman_p<p>``),
+and under ``pairs`` the same for the four pairs of Table VIII (:data:`PAIRS`):
+``{"mu2-sigma": {"1": rho, ...}, "mu-sigma": ..., "mu2-sigma2": ..., "mu-sigma2": ...}``.
 """
 
 from __future__ import annotations
@@ -49,33 +51,67 @@ def _ranks(rows: torch.Tensor) -> torch.Tensor:
     return rows.argsort(dim=1).argsort(dim=1).double()
 
 
-def distance_correlation(
-    mean: torch.Tensor, var: torch.Tensor, ps: Sequence[int] = (1, 2, 3, 4), chunk_size: int = 1024
-) -> dict[int, float]:
-    """Mean over classes of Spearman(D_m row, D_cv row), self excluded, for each p-norm."""
+# Table VIII: (mean transform, covariance transform) of each pair, keyed as in the correlation JSON.
+PAIRS: dict[str, tuple[str, str]] = {
+    "mu2-sigma": ("mu2", "sigma"),  # ||mu_i^2 - mu_j^2||_p vs ||Sigma_i - Sigma_j||_p (Table I)
+    "mu-sigma": ("mu", "sigma"),  # ||mu_i - mu_j||_p vs ||Sigma_i - Sigma_j||_p
+    "mu2-sigma2": ("mu2", "sigma2"),  # ||mu_i^2 - mu_j^2||_p vs ||Sigma_i^2 - Sigma_j^2||_p
+    "mu-sigma2": ("mu", "sigma2"),  # ||mu_i - mu_j||_p vs ||Sigma_i^2 - Sigma_j^2||_p
+}
+
+
+def _centred_ranks(x: torch.Tensor, rows: torch.Tensor, p: float) -> torch.Tensor:
+    """Centred ranks of the p-norm distances from ``x[rows]`` to every row of ``x``, self dropped."""
+    d = torch.cdist(x[rows], x, p=p)
+    keep = torch.ones_like(d, dtype=torch.bool)
+    keep[torch.arange(len(rows)), rows] = False  # drop the class itself
+    r = _ranks(d[keep].view(len(rows), x.shape[0] - 1))
+    return r - r.mean(dim=1, keepdim=True)
+
+
+def pair_correlations(
+    mean: torch.Tensor,
+    var: torch.Tensor,
+    ps: Sequence[int] = (1, 2, 3, 4),
+    chunk_size: int = 1024,
+    pairs: Sequence[str] = tuple(PAIRS),
+) -> dict[str, dict[int, float]]:
+    """Table VIII: for each pair of :data:`PAIRS` and each p-norm, the mean over classes of the
+    Spearman correlation between a class's row of mean distances and its row of covariance
+    distances over the other classes. ``mu2`` is the element-wise square of the mean, ``sigma``
+    the diagonal covariance ``var``, ``sigma2`` its element-wise square. Rows are processed
+    ``chunk_size`` at a time (memory O(chunk_size x C) per distance kind)."""
+    unknown = [name for name in pairs if name not in PAIRS]
+    if unknown:
+        raise ValueError(f"unknown correlation pairs {unknown}; expected some of {tuple(PAIRS)}")
     c = mean.shape[0]
     if c < 3:
         raise IAAError(f"the correlation needs at least 3 classes, got {c}")
-    sq_mean = mean.double().square()
-    v = var.double()
-    out: dict[int, float] = {}
+    m, v = mean.double(), var.double()
+    sources = {"mu": m, "mu2": m.square(), "sigma": v, "sigma2": v.square()}
+    needed = sorted({kind for name in pairs for kind in PAIRS[name]})
+    out: dict[str, dict[int, float]] = {name: {} for name in pairs}
     for p in ps:
-        total = 0.0
+        totals = dict.fromkeys(pairs, 0.0)
         for r0 in range(0, c, chunk_size):
             rows = torch.arange(r0, min(c, r0 + chunk_size))
-            d_m = torch.cdist(sq_mean[rows], sq_mean, p=float(p))
-            d_cv = torch.cdist(v[rows], v, p=float(p))
-            keep = torch.ones_like(d_m, dtype=torch.bool)
-            keep[torch.arange(len(rows)), rows] = False  # drop the class itself
-            d_m = d_m[keep].view(len(rows), c - 1)
-            d_cv = d_cv[keep].view(len(rows), c - 1)
-            a, b = _ranks(d_m), _ranks(d_cv)
-            a = a - a.mean(dim=1, keepdim=True)
-            b = b - b.mean(dim=1, keepdim=True)
-            rho = (a * b).sum(1) / (a.square().sum(1).sqrt() * b.square().sum(1).sqrt())
-            total += float(rho.sum())
-        out[p] = total / c
+            ranks = {kind: _centred_ranks(sources[kind], rows, float(p)) for kind in needed}
+            norms = {kind: r.square().sum(1).sqrt() for kind, r in ranks.items()}
+            for name in pairs:
+                a, b = PAIRS[name]
+                rho = (ranks[a] * ranks[b]).sum(1) / (norms[a] * norms[b])
+                totals[name] += float(rho.sum())
+        for name in pairs:
+            out[name][p] = totals[name] / c
     return out
+
+
+def distance_correlation(
+    mean: torch.Tensor, var: torch.Tensor, ps: Sequence[int] = (1, 2, 3, 4), chunk_size: int = 1024
+) -> dict[int, float]:
+    """Table I: mean over classes of Spearman(D_m row, D_cv row), self excluded, for each p-norm
+    (the pair ``"mu2-sigma"`` of :func:`pair_correlations`)."""
+    return pair_correlations(mean, var, ps, chunk_size, pairs=("mu2-sigma",))["mu2-sigma"]
 
 
 def _list_column(values: torch.Tensor) -> pa.FixedSizeListArray:
@@ -115,9 +151,13 @@ def stats_stage(
              int((stats.count < tau).sum()), tau)  # fmt: skip
     if correlation_out is not None:
         valid = stats.count > 1  # single-image classes have no variance
-        rho = distance_correlation(stats.mean[valid], stats.var[valid], ps)
-        payload = {f"spearman_p{p}": value for p, value in rho.items()}
+        pairs = pair_correlations(stats.mean[valid], stats.var[valid], ps)
+        rho = pairs["mu2-sigma"]
+        payload: dict = {f"spearman_p{p}": value for p, value in rho.items()}
         payload.update(num_classes=int(valid.sum()), split=split, source=str(embeddings_path))
+        payload["pairs"] = {
+            name: {str(p): value for p, value in values.items()} for name, values in pairs.items()
+        }
         write_json(correlation_out, payload)
         log.info("Spearman(D_m, D_cv): %s", ", ".join(f"p={p}: {v:.3f}" for p, v in rho.items()))
     return stats
