@@ -1,4 +1,4 @@
-"""Stage ``compare``: our numbers next to the paper's (Tables III-VI), with the difference.
+"""Stage ``compare``: our numbers next to the paper's (Tables III-XII), with the difference.
 
 Input: the metrics JSONs the pipeline wrote, ``<results>/<benchmark>/metrics/<split>/<run>.json``.
 Every published number (:mod:`iaa.paper`) whose experiment is among them gets a line:
@@ -8,17 +8,22 @@ metrics; :mod:`iaa.provenance`), and every line names the recipe and selection r
 it. A second part, "IAA gain", sets our gain (+IAA minus the baseline, paired by seed) next
 to the paper's. Published numbers of experiments that were not run are left out, so a
 config with one dataset compares just that dataset.
+
+The ablations (Tables VII-XII) come from the ablation tables the pipeline wrote (long-format
+CSVs, :mod:`iaa.compare_ablations`): a section per table, ours next to the paper's number.
 """
 
 from __future__ import annotations
 
 import logging
 from collections import defaultdict
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from iaa.compare_ablations import ABLATION_KIND, ablation_lines, format_ablations, read_ablation_tables
 from iaa.errors import IAAError
 from iaa.io import atomic_path
 from iaa.paper import TABLE_TITLES, paper_numbers
@@ -79,8 +84,10 @@ COLUMNS = [
 ]  # fmt: skip
 
 
-def comparison_table(grouped: Grouped) -> pd.DataFrame:
-    """One line per published number whose experiment was run (``kind`` value), then per IAA gain.
+def comparison_table(grouped: Grouped, ablations: pd.DataFrame | None = None) -> pd.DataFrame:
+    """One line per published number whose experiment was run (``kind`` value), then per ablation
+    cell (``kind`` ablation; ``ablations`` as :func:`iaa.compare_ablations.read_ablation_tables`
+    returns, lines as :func:`iaa.compare_ablations.ablation_lines` builds), then per IAA gain.
 
     value: our selected models' mean and std (ddof=1) over seeds, the paper's number, ours
     minus the paper's. gain (``row`` X+IAA, ``baseline`` X, where the paper publishes both):
@@ -132,7 +139,8 @@ def comparison_table(grouped: Grouped) -> pd.DataFrame:
                 "difference": mean - paper_gain,
             }
         )  # fmt: skip
-    return pd.DataFrame.from_records(values + gains, columns=COLUMNS)
+    ablation = ablation_lines(ablations) if ablations is not None else []
+    return pd.DataFrame.from_records(values + ablation + gains, columns=COLUMNS)
 
 
 def _model_label(g: pd.DataFrame) -> str:
@@ -171,7 +179,8 @@ def _lines(group: pd.DataFrame, keys: list[str], first: str, signed: bool) -> li
 
 def format_comparison(table: pd.DataFrame) -> str:
     """Markdown: a section per paper table; cells read ``ours ± std (paper, difference)``; then
-    the IAA gains, cells ``our gain ± std over seeds (the paper's gain, difference)``."""
+    a section per ablation table (VII-XII), the same cells, '-' for what is missing; then the
+    IAA gains, cells ``our gain ± std over seeds (the paper's gain, difference)``."""
     lines = [
         "# Our numbers next to the paper's (%)",
         "",
@@ -186,6 +195,7 @@ def format_comparison(table: pd.DataFrame) -> str:
     for tab, group in values.groupby("table", sort=False):
         lines += ["", f"## {TABLE_TITLES.get(str(tab), tab)}", ""]
         lines += _lines(group, ["benchmark", "split", "row"], "method", signed=False)
+    lines += format_ablations(table[table["kind"] == ABLATION_KIND])
     if not gains.empty:
         lines += [
             "",
@@ -202,9 +212,15 @@ def format_comparison(table: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
-def compare_stage(metrics_files: list[Path], out_md: Path, out_csv: Path) -> pd.DataFrame:
-    """Write the comparison CSV (columns :data:`COLUMNS`) and Markdown; return the table."""
-    table = comparison_table(collect(metrics_files))
+def compare_stage(
+    metrics_files: list[Path], out_md: Path, out_csv: Path, ablation_tables: Sequence[Path] = ()
+) -> pd.DataFrame:
+    """Write the comparison CSV (columns :data:`COLUMNS`) and Markdown; return the table.
+
+    ``ablation_tables``: long-format ablation CSVs (:data:`iaa.compare_ablations.ABLATION_CSV_COLUMNS`).
+    """
+    ablations = read_ablation_tables(ablation_tables) if ablation_tables else None
+    table = comparison_table(collect(metrics_files), ablations)
     with atomic_path(out_csv) as tmp:
         table.to_csv(tmp, index=False, float_format="%.4f")
     text = format_comparison(table)

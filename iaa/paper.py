@@ -1,5 +1,7 @@
 """The IAA paper's published numbers (Tables III-VI, SPEC section 6), for the comparison report.
 
+The ablation numbers (Tables VII-XII) live in :mod:`iaa.paper_ablations`, re-exported here.
+
 Each number is keyed by the experiment that rebuilds it: (paper table, benchmark name as
 in :mod:`iaa.benchmarks`, evaluated split, results-table row, metric key of the metrics JSON).
 Values are percentages, as printed in the paper.
@@ -8,6 +10,23 @@ Values are percentages, as printed in the paper.
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from iaa.paper_ablations import (
+    ABLATION_BENCHMARKS,
+    ABLATION_COLUMNS,
+    ABLATION_NUMBERS,
+    ABLATION_ROWS,
+    ABLATION_TABLES,
+    ABLATION_TITLES,
+    AblationNumber,
+    ablation_numbers,
+)
+
+__all__ = [
+    "ABLATION_BENCHMARKS", "ABLATION_COLUMNS", "ABLATION_NUMBERS", "ABLATION_ROWS", "ABLATION_TABLES",
+    "ABLATION_TITLES", "PAPER_NUMBERS", "TABLE_TITLES", "AblationNumber", "PaperNumber",
+    "ablation_numbers", "paper_numbers",
+]  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -97,6 +116,7 @@ TABLE_TITLES = {
     "IV": "Table IV: MS+IAA, BN-Inception and ResNet-50, 512-d",
     "V": "Table V: VehicleID, MS+IAA, BN-Inception and ResNet-50",
     "VI": "Table VI: MAP@R and RP (%), GoogLeNet, 512-d",
+    **ABLATION_TITLES,
 }
 
 

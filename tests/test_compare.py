@@ -151,3 +151,141 @@ def test_compare_missing_metric_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(IAAError, match="recall@2"):
         compare_stage(files, tmp_path / "a.md", tmp_path / "a.csv")
     assert not (tmp_path / "a.md").exists()
+
+
+# ----------------------------------------------------------------------------- ablations (VII-XII)
+
+ABLATION_HEADER = "table,benchmark,row,column,mean,std,seeds,paper,diff\n"
+
+
+def _ablation_csv(path: Path, lines: list[str]) -> Path:
+    path.write_text(ABLATION_HEADER + "\n".join(lines) + "\n")
+    return path
+
+
+def _line(table: pd.DataFrame, tab: str, bench: str, row: str, column: str) -> pd.Series:
+    hit = table[
+        (table.kind == "ablation")
+        & (table.table == tab)
+        & (table.benchmark == bench)
+        & (table.row == row)
+        & (table.metric == column)
+    ]
+    assert len(hit) == 1, (tab, bench, row, column)
+    return hit.iloc[0]
+
+
+def test_compare_ablation_tables(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    metrics = [_write(tmp_path, "cub200", "test", "ms-iaa-seed0", {**FULL, "recall@1": 0.60})]
+    ix = _ablation_csv(
+        tmp_path / "ix.csv",
+        [
+            # written out of the paper's order; an extra lambda=0 row; a stale paper value for IAA
+            "IX,cub200,IAA,R@1,58.0,0.5,3,99.9,-41.9",
+            "IX,cub200,lambda=0,R@1,54.0,0.3,3,,",
+            "IX,cub200,Baseline,R@1,55.0,1.0,3,54.4,0.6",
+            "IX,cub200,alpha=0,R@1,57.5,0.2,3,,",
+            "IX,cub200,identity,R@1,51.0,0.0,1,50.8,0.2",
+        ],
+    )
+    x = _ablation_csv(
+        tmp_path / "x.csv",
+        ["X,cars196,margin,baseline,75.0,0.4,2,75.4,-0.4", "X,cars196,margin,IAA,78.0,0.6,2,,"],
+    )
+    table = compare_stage(metrics, tmp_path / "cmp.md", tmp_path / "cmp.csv", ablation_tables=[ix, x])
+    assert set(table.kind) == {"value", "ablation"}
+    assert len(table[table.kind == "value"]) == 5  # Tables III (R@1/2/4) and VI on CUB, unchanged
+
+    ab = table[table.kind == "ablation"]
+    # IX/cub200: the paper's rows (Baseline, identity, global, diagonal, IAA), in its order, ours
+    # it lacks (alpha=0 is '-' on CUB) in between, our extra lambda=0 last
+    ix_rows = list(ab[ab.table == "IX"]["row"])
+    assert ix_rows == ["Baseline", "identity", "global", "diagonal", "alpha=0", "IAA", "lambda=0"]
+    base = _line(table, "IX", "cub200", "Baseline", "R@1")
+    assert (base.ours_mean, base.ours_std, base.seeds, base.paper) == (55.0, 1.0, 3, 54.4)
+    assert base.difference == pytest.approx(55.0 - 54.4)
+    iaa = _line(table, "IX", "cub200", "IAA", "R@1")
+    assert iaa.paper == 58.9 and iaa.difference == pytest.approx(58.0 - 58.9)  # the paper's, not the CSV's
+    assert "differs from the paper's" in caplog.text
+    lam = _line(table, "IX", "cub200", "lambda=0", "R@1")
+    assert lam.ours_mean == 54.0 and math.isnan(lam.paper) and math.isnan(lam.difference)
+    glob = _line(table, "IX", "cub200", "global", "R@1")  # the paper's, not run by us
+    assert (
+        glob.paper == 54.9 and glob.seeds == 0 and math.isnan(glob.ours_mean) and math.isnan(glob.difference)
+    )
+    assert set(ab[ab.table == "IX"]["benchmark"]) == {"cub200"}  # no SOP/In-Shop lines: not run
+
+    # X/cars196: every paper row, in its order; margin ours
+    assert list(dict.fromkeys(ab[ab.table == "X"]["row"])) == [
+        "distance_weighted", "margin", "circle", "norm_softmax", "proxy_nca", "soft_triple",
+    ]  # fmt: skip
+    assert list(ab[ab.table == "X"]["metric"][:2]) == ["baseline", "IAA"]
+    m_iaa = _line(table, "X", "cars196", "margin", "IAA")
+    assert m_iaa.paper == 77.6 and m_iaa.difference == pytest.approx(78.0 - 77.6)
+    assert list(dict.fromkeys(ab["table"])) == ["IX", "X"]
+
+    text = (tmp_path / "cmp.md").read_text()
+    assert text.index("## Table VI:") < text.index("## Table IX:") < text.index("## Table X:")
+    ix_part = text.split("## Table IX:", 1)[1].split("## Table X:", 1)[0]
+    assert "| benchmark | row | seeds | R@1 |" in ix_part
+    assert "| cub200 | Baseline | 3 | 55.0 ± 1.0 (54.4, +0.6) |" in ix_part
+    assert "| cub200 | identity | 1 | 51.0 (50.8, +0.2) |" in ix_part
+    assert "| cub200 | global | - | - (54.9, -) |" in ix_part
+    assert "| cub200 | alpha=0 | 3 | 57.5 ± 0.2 (-, -) |" in ix_part
+    assert "| cub200 | IAA | 3 | 58.0 ± 0.5 (58.9, -0.9) |" in ix_part
+    assert "| cub200 | lambda=0 | 3 | 54.0 ± 0.3 (-, -) |" in ix_part
+    assert ix_part.index("| cub200 | IAA |") < ix_part.index("| cub200 | lambda=0 |")
+    x_part = text.split("## Table X:", 1)[1]
+    assert "| benchmark | row | seeds | baseline | IAA |" in x_part
+    assert "| cars196 | margin | 2 | 75.0 ± 0.4 (75.4, -0.4) | 78.0 ± 0.6 (77.6, +0.4) |" in x_part
+    assert "| cars196 | circle | - | - (80.8, -) | - (81.0, -) |" in x_part
+
+    csv = pd.read_csv(tmp_path / "cmp.csv")
+    assert len(csv) == len(table)
+    lam_csv = csv[(csv["kind"] == "ablation") & (csv["row"] == "lambda=0")].iloc[0]
+    assert lam_csv["ours_mean"] == 54.0 and math.isnan(lam_csv["paper"]) and lam_csv["metric"] == "R@1"
+
+
+def test_compare_ablation_correlations_and_column_order(tmp_path: Path) -> None:
+    metrics = [_write(tmp_path, "cub200", "test", "ms-iaa-seed0", {**FULL, "recall@1": 0.60})]
+    csv = _ablation_csv(
+        tmp_path / "abl.csv",
+        [
+            "VIII,synth,mu2-sigma,p=2,0.812,0.01,2,,",
+            "XI,cub200,N=3,with correction,56.0,0.0,1,,",
+            "XI,cub200,N=3,without correction,55.0,0.0,1,,",
+            "XI,cub200,Baseline,R@1,54.0,0.0,1,,",
+        ],
+    )
+    table = compare_stage(metrics, tmp_path / "cmp.md", tmp_path / "cmp.csv", ablation_tables=[csv])
+    ab = table[table.kind == "ablation"]
+    # synth: no published numbers, ours alone
+    assert list(ab[ab.table == "VIII"]["benchmark"]) == ["synth"]
+    assert math.isnan(_line(table, "VIII", "synth", "mu2-sigma", "p=2").paper)
+    assert _line(table, "XI", "cub200", "N=3", "with correction").difference == pytest.approx(56.0 - 56.7)
+    text = (tmp_path / "cmp.md").read_text()
+    assert (
+        "| benchmark | row | seeds | p=2 |\n|---|---|---|---|\n| synth | mu2-sigma | 2 | 0.81 ± 0.01 (-, -) |"
+        in text
+    )
+    xi = text.split("## Table XI:", 1)[1]
+    assert "| benchmark | row | seeds | R@1 | without correction | with correction |" in xi
+    assert "| cub200 | Baseline | 1 | 54.0 (54.4, -0.4) |  |  |" in xi
+    assert "| cub200 | N=3 | 1 |  | 55.0 (55.5, -0.5) | 56.0 (56.7, -0.7) |" in xi
+    assert "| cub200 | N=5 | - |  | - (55.8, -) | - (57.2, -) |" in xi
+
+
+def test_compare_ablation_table_errors(tmp_path: Path) -> None:
+    metrics = [_write(tmp_path, "cub200", "test", "ms-iaa-seed0", {**FULL, "recall@1": 0.60})]
+    bad = tmp_path / "bad.csv"
+    bad.write_text("table,benchmark,row,mean\nIX,cub200,IAA,58.0\n")
+    with pytest.raises(IAAError, match="lacks columns"):
+        compare_stage(metrics, tmp_path / "a.md", tmp_path / "a.csv", ablation_tables=[bad])
+    a = _ablation_csv(tmp_path / "a1.csv", ["IX,cub200,IAA,R@1,58.0,0.5,3,,"])
+    b = _ablation_csv(tmp_path / "a2.csv", ["IX,cub200,IAA,R@1,57.0,0.5,3,,"])
+    with pytest.raises(IAAError, match="given twice"):
+        compare_stage(metrics, tmp_path / "a.md", tmp_path / "a.csv", ablation_tables=[a, b])
+    c = _ablation_csv(tmp_path / "a3.csv", ["IX,cub200,IAA,R@1,high,0.5,3,,"])
+    with pytest.raises(IAAError, match="not a number"):
+        compare_stage(metrics, tmp_path / "a.md", tmp_path / "a.csv", ablation_tables=[c])
+    assert not (tmp_path / "a.md").exists()
