@@ -7,7 +7,6 @@ with status 2; anything else is a bug and keeps its traceback.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import sys
@@ -16,126 +15,33 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from iaa.cli_args import HelpFormatter, ListAction, int_list, json_dict, str_list
+from iaa.cli_commands import (
+    cmd_compare,
+    cmd_evaluate,
+    cmd_export,
+    cmd_extract,
+    cmd_index,
+    cmd_prepare,
+    cmd_pretrain,
+    cmd_report,
+    cmd_search,
+    cmd_stats,
+    cmd_train,
+)
 from iaa.errors import IAAError
 
 log = logging.getLogger("iaa")
 
 
+# Modules whose ``register(stage)`` adds their subcommands (the ablations' tables and figures).
+COMMAND_MODULES = (
+    "iaa.ablations.tables",
+    "iaa.ablations.sweeps",
+    "iaa.class_figures",
+    "iaa.visualize",
+)
+
 DESCRIPTION = "The iaa command: one subcommand per pipeline stage, each a thin call into its module."
-
-
-def cmd_prepare(a: argparse.Namespace) -> None:
-    from iaa.prepare import prepare_stage
-
-    # --threads: synth worker processes (default 1), or real-dataset checking threads (default all CPUs).
-    prepare_stage(
-        a.benchmark, a.out, data_dir=a.data_dir, seed=a.seed, workers=a.threads, synth_overrides=a.synth,
-        root=a.root, skip_bad_images=a.skip_bad_images, resized_cache=a.resized_cache,
-        cache_size=a.cache_size, cache_square=a.cache_square, cache_interpolation=a.cache_interpolation,
-        manifest=a.manifest, test_fraction=a.test_fraction,
-    )  # fmt: skip
-
-
-def cmd_pretrain(a: argparse.Namespace) -> None:
-    from iaa.config import PretrainSettings, parse_settings
-    from iaa.pretrain import pretrain_stage
-
-    pretrain_stage(a.manifest, a.out, parse_settings(PretrainSettings, a.settings), seed=a.seed)
-
-
-def cmd_extract(a: argparse.Namespace) -> None:
-    from iaa.extract import extract_stage
-
-    extract_stage(
-        a.manifest, a.backbone, a.out, benchmark=a.benchmark, image_size=a.image_size,
-        resize=a.resize or a.image_size, workers=a.workers, weights=a.weights,
-        allow_download=not a.no_download, square=a.square_resize, interpolation=a.interpolation,
-        pooling=a.pooling, googlenet_transform_input=a.googlenet_transform_input,
-        arch=a.arch, splits=tuple(a.splits) if a.splits else None,
-    )  # fmt: skip
-
-
-def cmd_train(a: argparse.Namespace) -> None:
-    from iaa.config import TrainSettings, parse_settings
-    from iaa.train import TrainInputs, train_stage
-
-    train_stage(
-        TrainInputs(
-            features=a.features,
-            manifest=a.manifest,
-            backbone=a.backbone,
-            arch=a.arch,
-            weights=a.weights,
-            allow_download=not a.no_download,
-        ),  # fmt: skip
-        loss_name=a.loss,
-        method=a.method,
-        seed=a.seed,
-        settings=parse_settings(TrainSettings, a.settings),
-        model_out=a.out,
-        history_out=a.history,
-        checkpoint_dir=a.checkpoints or a.out.parent / "checkpoints",
-        selected_out=a.selected,
-    )
-
-
-def cmd_export(a: argparse.Namespace) -> None:
-    from iaa.export import export_stage
-
-    export_stage(
-        a.model, a.out, benchmark=a.benchmark, splits=tuple(a.splits) if a.splits else None,
-        selected=a.selected, out_selected=a.out_selected,
-        features=a.features, manifest=a.manifest,
-        image_size=a.image_size, resize=a.resize or a.image_size, workers=a.workers,
-        square=a.square_resize, interpolation=a.interpolation,
-    )  # fmt: skip
-
-
-def cmd_index(a: argparse.Namespace) -> None:
-    from iaa.index import index_stage
-
-    index_stage(a.embeddings, a.out, split=a.split, kind=a.kind)
-
-
-def cmd_search(a: argparse.Namespace) -> None:
-    from iaa.index import search_stage
-
-    search_stage(a.index, a.query, a.k, a.out, split=a.split)
-
-
-def cmd_evaluate(a: argparse.Namespace) -> None:
-    from iaa.evaluate import evaluate_stage
-
-    result = evaluate_stage(
-        a.embeddings, a.out, selected=a.selected, recall_k=a.recall_k, split=a.split, nmi=not a.no_nmi,
-        index=a.index, seed=a.seed, nmi_redo=a.nmi_redo,
-    )  # fmt: skip
-    log.info("%s", json.dumps(result, sort_keys=True))
-
-
-def cmd_stats(a: argparse.Namespace) -> None:
-    from iaa.stats import stats_stage
-
-    stats_stage(
-        a.embeddings, a.out, split=a.split, k=a.k, beta=a.beta, gamma=a.gamma, tau=a.tau,
-        correlation_out=a.correlation,
-    )  # fmt: skip
-
-
-def cmd_report(a: argparse.Namespace) -> None:
-    from iaa.report import report_stage
-
-    report_stage(
-        a.benchmark, a.metrics, a.histories, recall_k=a.recall_k, losses=a.losses,
-        table_md=a.table_md, table_csv=a.table_csv, curves_png=a.curves,
-        correlations=a.correlations, table1_md=a.table1_md,
-    )  # fmt: skip
-
-
-def cmd_compare(a: argparse.Namespace) -> None:
-    from iaa.compare import compare_stage
-
-    compare_stage(a.metrics, a.out_md, a.out_csv)
 
 
 # --------------------------------------------------------------------------- parser
@@ -267,7 +173,11 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
 
     sp = stage("train", cmd_train, "train one model (loss x method x seed); resumes from checkpoints")
-    sp.add_argument("--loss", required=True, help="metric-learning loss: contrastive, triplet or ms")
+    sp.add_argument(
+        "--loss", required=True,
+        help="metric-learning loss: contrastive, triplet, ms (the paper's three), or distance_weighted, "
+        "margin, circle, norm_softmax, proxy_nca, soft_triple (Table X, pytorch-metric-learning)",
+    )  # fmt: skip
     sp.add_argument(
         "--method", required=True, choices=["baseline", "iaa"], help="the loss alone, or with IAA's synthesis"
     )
@@ -389,12 +299,27 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--correlations", type=Path, nargs="*", default=[], help="stats correlation JSONs")
     sp.add_argument("--table1-md", type=Path, default=None, help="Table I (Spearman correlation)")
 
-    sp = stage("compare", cmd_compare, "our numbers next to the paper's (Tables III-VI), with the difference")
+    sp = stage("compare", cmd_compare, "our numbers next to the paper's (Tables III-XII) and the difference")
     sp.add_argument(
-        "--metrics", type=Path, nargs="+", required=True, help="<results>/<bench>/metrics/<split>/<run>.json"
+        "--metrics",
+        type=Path,
+        nargs="*",
+        default=[],
+        help="<results>/<bench>/metrics/<split>/<run>.json (Tables III-VI)",
     )
     sp.add_argument("--out-md", type=Path, required=True, help="comparison table (Markdown)")
     sp.add_argument("--out-csv", type=Path, required=True, help="comparison table (CSV)")
+    sp.add_argument(
+        "--ablation-tables", type=Path, nargs="+", default=[], metavar="CSV",
+        help="long-format ablation tables (Tables VII-XII: table, benchmark, row, column, mean, std,"
+        " seeds, paper, diff), space-separated",
+    )  # fmt: skip
+    # The ablations' tables and figures register their own subcommands (each module's
+    # ``register``); those modules import their heavy libraries only when a command runs.
+    import importlib
+
+    for module in COMMAND_MODULES:
+        importlib.import_module(module).register(stage)
     return p
 
 

@@ -29,13 +29,15 @@ def data_root(tmp_path_factory) -> Path:
     return root
 
 
-def dry_run(config: str, data_root: Path, workdir: Path, seeds: list[int], *extra: str) -> dict[str, int]:
+def dry_run(
+    config: str, data_root: Path, workdir: Path, seeds: list[int], *extra: str, target: str = "all"
+) -> dict[str, int]:
     overlay = workdir / "seeds.yaml"
     overlay.write_text(yaml.safe_dump({"seeds": seeds}))
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
     cmd = [
         sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"),
-        "--directory", str(workdir), "-n", "--cores", "8", "all",
+        "--directory", str(workdir), "-n", "--cores", "8", target,
         "--configfile", str(ROOT / "config" / config), str(overlay),
         "--config", f"data_root={data_root}", f"results_dir={workdir / 'results'}", *extra,
     ]  # fmt: skip

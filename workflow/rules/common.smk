@@ -8,7 +8,11 @@ from snakemake.utils import validate
 
 import yaml
 
-from iaa.benchmarks import get_benchmark, register_benchmark
+from iaa.ablations.experiments import (
+    EXPERIMENTS, TABLE_NOTES, TABLE_NUMERALS, experiment_config, experiment_points, primary_split,
+)
+from iaa.ablations.variants import experiment_name, resolve_variant, split_experiment, with_variant
+from iaa.benchmarks import get_benchmark as registered_benchmark, register_benchmark
 from iaa.data.datasets.custom import eval_splits_of
 from iaa.config import TrainSettings, check_train_settings, coerce_pipeline_config, from_dict
 from iaa.errors import IAAError
@@ -17,6 +21,19 @@ from iaa.recipes import layered_config
 from iaa.runs import PRETRAINED, run_name
 
 SCHEMA = workflow.source_path("../schemas/config.schema.yaml")
+
+
+def get_benchmark(name):
+    """The benchmark of an experiment: ``cub200`` itself, or the benchmark a sweep point
+    (``cub200/variants/lam-0.2``, iaa.ablations.variants) trains on."""
+    return registered_benchmark(split_experiment(name)[0])
+
+
+def base_experiment(name):
+    """The experiment a sweep point shares its manifest, features and backbone with."""
+    return split_experiment(name)[0]
+
+
 SYNTH_BUDGET = yaml.safe_load(open(workflow.source_path("../../config/synth.yaml")))
 
 # --config seeds=[0,1] hands Snakemake strings inside lists and mappings: numbers and
@@ -46,6 +63,18 @@ def bench_config(bench):
     """The config for one benchmark, lowest layer first: the schema's defaults (the paper's),
     the recipe's bundle (iaa/recipes.py), the built-in benchmarks' CPU budget
     (config/synth.yaml), the user's config, the user's benchmark_overrides[bench]."""
+    if bench not in _BENCH_CONFIG and split_experiment(bench)[1] is not None:
+        base, variant = split_experiment(bench)
+        try:  # a sweep point: the benchmark's config with the variant's keys on top
+            merged = with_variant(bench_config(base), variant)
+        except IAAError as err:
+            raise WorkflowError(f"{bench}: {err}") from None
+        validate(merged, SCHEMA)
+        try:
+            check_train_settings(from_dict(TrainSettings, merged["train"]), config["methods"])
+        except IAAError as err:
+            raise WorkflowError(f"{bench}: {err}") from None
+        _BENCH_CONFIG[bench] = merged
     if bench not in _BENCH_CONFIG:
         try:
             merged = layered_config(_RAW_CONFIG, bench, SYNTH_BUDGET)
@@ -206,11 +235,12 @@ def extract_inputs(wildcards):
 def train_inputs(wildcards):
     """Head mode trains on extracted features; finetune mode on images, from synth's pretrained
     backbone or (real datasets) the benchmark's ImageNet backbone."""
+    base = base_experiment(wildcards.bench)  # a sweep point reads its benchmark's
     if bench_config(wildcards.bench)["train"]["mode"] == "head":
-        return {"features": out(wildcards.bench, "features", "pretrained.parquet")}
+        return {"features": out(base, "features", "pretrained.parquet")}
     inputs = {"manifest": manifest_of(wildcards.bench)}
     if get_benchmark(wildcards.bench).builtin:
-        inputs["backbone"] = out(wildcards.bench, "models", "pretrained_backbone.pt")
+        inputs["backbone"] = out(base, "models", "pretrained_backbone.pt")
     return inputs
 
 
@@ -256,10 +286,143 @@ def compare_inputs(wildcards):
     ]
 
 
+# The ablations (workflow/rules/ablations.smk; iaa/ablations/): which runs each table and
+# figure reads, as file paths, and the spec its subcommand draws from them.
+SWEEP_FIGURES = {key: e for key, e in EXPERIMENTS.items() if e.kind == "figure" and key != "fig10"}
+SWEEP_STEMS = {e.file: key for key, e in SWEEP_FIGURES.items()}
+
+
+# The built-in benchmarks' scaled-down sweeps (config/synth.yaml, key ablations): under the
+# user's ablations section, for synth and synth-fewshot only.
+SYNTH_ABLATIONS = SYNTH_BUDGET.get("ablations", {})
+
+
+def ablation_config(key, bench=None):
+    """Experiment ``key``'s settings on ``bench``: iaa.ablations.experiments.DEFAULTS, then a
+    built-in benchmark's scaled sweep, then the config's ablations[key]."""
+    scaled = SYNTH_ABLATIONS.get(key) if bench is not None and get_benchmark(bench).builtin else None
+    try:
+        return experiment_config(key, scaled, config["ablations"].get(key))
+    except IAAError as err:
+        raise WorkflowError(str(err)) from None
+
+
+def ablation_benchmarks(key):
+    return ablation_config(key).get("benchmarks") or config["ablations"]["benchmarks"] or config["benchmarks"]
+
+
+def ablation_seeds(bench):
+    """The config's ablations.seeds, else (built-in benchmarks) the scaled sweep's, else seeds."""
+    scaled = SYNTH_ABLATIONS.get("seeds") if get_benchmark(bench).builtin else None
+    return config["ablations"]["seeds"] or scaled or config["seeds"]
+
+
+def point_files(bench, point):
+    """The files of one table cell or figure point, one per seed."""
+    target = point.benchmark or bench
+    variant = resolve_variant(bench_config(target), dict(point.items)) if point.items else None
+    exp = experiment_name(target, variant)
+    runs = [run_name(point.loss, point.method, seed) for seed in ablation_seeds(bench)]
+    if point.source == "metrics":
+        return [out(exp, "metrics", primary_split(target), f"{run}.json") for run in runs]
+    if point.source == "correlation":
+        return [out(exp, "stats", f"{run}.correlation.json") for run in runs]
+    return [out(exp, "runs", run, "history.csv") for run in runs]
+
+
+def _spec_points(bench, key):
+    return [(p, point_files(bench, p)) for p in experiment_points(key, bench, ablation_config(key, bench))]
+
+
+def ablation_table_inputs(wildcards):
+    return sorted({f for _, files in _spec_points(wildcards.bench, wildcards.table) for f in files})
+
+
+def ablation_table_spec(wildcards):
+    key = wildcards.table
+    cells = [
+        {"row": p.row, "column": p.column, "source": p.source, "metric": p.metric, "paths": files}
+        for p, files in _spec_points(wildcards.bench, key)
+    ]
+    spec = {
+        "numeral": TABLE_NUMERALS[key], "title": EXPERIMENTS[key].title, "benchmark": wildcards.bench,
+        "cells": cells, "note": TABLE_NOTES.get(key, ""),
+    }
+    return json.dumps(spec)
+
+
+def sweep_figure_inputs(wildcards, key=None):
+    key = key or SWEEP_STEMS[wildcards.figure]
+    return sorted({f for _, files in _spec_points(wildcards.bench, key) for f in files})
+
+
+def sweep_figure_spec(wildcards, key=None):
+    key = key or SWEEP_STEMS[wildcards.figure]
+    e = EXPERIMENTS[key]
+    points = [
+        {"series": p.row, "x": p.x, "source": p.source, "metric": p.metric, "paths": files}
+        for p, files in _spec_points(wildcards.bench, key)
+    ]
+    spec = {
+        "key": key, "title": e.title, "xlabel": e.xlabel, "ylabel": e.ylabel, "benchmark": wildcards.bench,
+        "loss": ablation_config(key, wildcards.bench)["loss"], "points": points,
+    }
+    return json.dumps(spec)
+
+
+def figure_embeddings(wildcards, key, method):
+    """Figs. 12-14: the selected model's embeddings of the experiment's loss, first seed."""
+    run = run_name(ablation_config(key, wildcards.bench)["loss"], method, ablation_seeds(wildcards.bench)[0])
+    return out(wildcards.bench, "embeddings", f"{run}.selected.parquet")
+
+
+def visualize_splits(wildcards):
+    split = primary_split(wildcards.bench)
+    if split == "query":
+        return "--query-split query --gallery-split gallery"
+    return f"--split {split}"
+
+
+def compare_ablation_inputs(wildcards):
+    return [
+        out(bench, "tables", f"{key}.csv")
+        for key, e in EXPERIMENTS.items()
+        if e.kind == "table"
+        for bench in ablation_benchmarks(key)
+    ]
+
+
+def ablation_targets():
+    """Every table and figure of `snakemake ablations`, for each experiment's benchmarks."""
+    targets = []
+    for key, e in EXPERIMENTS.items():
+        for bench in ablation_benchmarks(key):
+            if e.kind == "table":
+                targets += [out(bench, "tables", f"{key}.{ext}") for ext in ("md", "csv")]
+            elif key == "fig10":
+                targets += [out(bench, "figures", f"fig10{p}.png") for p in ("a_hard_negatives", "b_synthetic_share")]
+            else:
+                targets.append(out(bench, "figures", f"{e.file}.png"))
+    for key, stem in (("fig3", "fig3_mean_vs_covariance_distance"), ("fig12", "fig12_similarity_histograms"),
+                      ("fig13", "fig13_retrieval_examples"), ("fig14", "fig14_tsne")):
+        targets += [out(bench, "figures", f"{stem}.png") for bench in ablation_benchmarks(key)]
+    targets += [f"{RESULTS}/tables/paper_comparison_ablations.md"]
+    return targets
+
+
+for _key in EXPERIMENTS.keys() | {"fig3", "fig5", "fig9a", "fig12", "fig13", "fig14"}:
+    ablation_config(_key)  # a key an experiment does not use fails before any job runs
+for _key in ("fig5", "fig9a"):
+    if config["ablations"].get(_key, {}).get("benchmarks"):
+        raise WorkflowError(f"ablations.{_key}: drawn with fig3 by one rule; set fig3's benchmarks instead")
+
+
 wildcard_constraints:
-    bench=r"[a-z0-9][a-z0-9_-]*",
-    run=r"pretrained|[a-z]+-(baseline|iaa)-seed\d+",
-    loss=r"[a-z]+",
+    bench=r"[a-z0-9][a-z0-9_-]*(/variants/[a-z0-9_.+-]+)?",
+    run=r"pretrained|[a-z_]+-(baseline|iaa)-seed\d+",
+    loss=r"[a-z_]+",
     method=r"baseline|iaa",
     seed=r"\d+",
     split=r"[a-z]+(-[a-z]+)?",
+    table=r"table(7|8|9|10|11|12)",
+    figure="|".join(SWEEP_STEMS),

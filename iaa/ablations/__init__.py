@@ -1,0 +1,8 @@
+"""The paper's ablations (Tables VII-XII, Figs. 3-14) as sweeps of training runs.
+
+- :mod:`iaa.ablations.variants`: a sweep point as a variant name (``lam-0.2``) and its keys;
+- :mod:`iaa.ablations.experiments`: each table and sweep figure as the points it reads;
+- :mod:`iaa.ablations.tables`: stage ``ablation-table``; :mod:`iaa.ablations.sweeps`: stage
+  ``sweep-figure``. The class-level figures are :mod:`iaa.class_figures`, the embedding
+  figures :mod:`iaa.visualize`.
+"""

@@ -1,0 +1,129 @@
+"""The ``iaa`` command's stage handlers: each turns the parsed arguments into one call of its
+stage's module (``iaa/<stage>.py``). The parser is :mod:`iaa.cli`; stages import their
+modules lazily so that light commands do not pay for torch at start-up."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+
+from iaa.errors import IAAError
+
+log = logging.getLogger("iaa")
+
+
+def cmd_prepare(a: argparse.Namespace) -> None:
+    from iaa.prepare import prepare_stage
+
+    # --threads: synth worker processes (default 1), or real-dataset checking threads (default all CPUs).
+    prepare_stage(
+        a.benchmark, a.out, data_dir=a.data_dir, seed=a.seed, workers=a.threads, synth_overrides=a.synth,
+        root=a.root, skip_bad_images=a.skip_bad_images, resized_cache=a.resized_cache,
+        cache_size=a.cache_size, cache_square=a.cache_square, cache_interpolation=a.cache_interpolation,
+        manifest=a.manifest, test_fraction=a.test_fraction,
+    )  # fmt: skip
+
+
+def cmd_pretrain(a: argparse.Namespace) -> None:
+    from iaa.config import PretrainSettings, parse_settings
+    from iaa.pretrain import pretrain_stage
+
+    pretrain_stage(a.manifest, a.out, parse_settings(PretrainSettings, a.settings), seed=a.seed)
+
+
+def cmd_extract(a: argparse.Namespace) -> None:
+    from iaa.extract import extract_stage
+
+    extract_stage(
+        a.manifest, a.backbone, a.out, benchmark=a.benchmark, image_size=a.image_size,
+        resize=a.resize or a.image_size, workers=a.workers, weights=a.weights,
+        allow_download=not a.no_download, square=a.square_resize, interpolation=a.interpolation,
+        pooling=a.pooling, googlenet_transform_input=a.googlenet_transform_input,
+        arch=a.arch, splits=tuple(a.splits) if a.splits else None,
+    )  # fmt: skip
+
+
+def cmd_train(a: argparse.Namespace) -> None:
+    from iaa.config import TrainSettings, parse_settings
+    from iaa.train import TrainInputs, train_stage
+
+    train_stage(
+        TrainInputs(
+            features=a.features,
+            manifest=a.manifest,
+            backbone=a.backbone,
+            arch=a.arch,
+            weights=a.weights,
+            allow_download=not a.no_download,
+        ),  # fmt: skip
+        loss_name=a.loss,
+        method=a.method,
+        seed=a.seed,
+        settings=parse_settings(TrainSettings, a.settings),
+        model_out=a.out,
+        history_out=a.history,
+        checkpoint_dir=a.checkpoints or a.out.parent / "checkpoints",
+        selected_out=a.selected,
+    )
+
+
+def cmd_export(a: argparse.Namespace) -> None:
+    from iaa.export import export_stage
+
+    export_stage(
+        a.model, a.out, benchmark=a.benchmark, splits=tuple(a.splits) if a.splits else None,
+        selected=a.selected, out_selected=a.out_selected,
+        features=a.features, manifest=a.manifest,
+        image_size=a.image_size, resize=a.resize or a.image_size, workers=a.workers,
+        square=a.square_resize, interpolation=a.interpolation,
+    )  # fmt: skip
+
+
+def cmd_index(a: argparse.Namespace) -> None:
+    from iaa.index import index_stage
+
+    index_stage(a.embeddings, a.out, split=a.split, kind=a.kind)
+
+
+def cmd_search(a: argparse.Namespace) -> None:
+    from iaa.index import search_stage
+
+    search_stage(a.index, a.query, a.k, a.out, split=a.split)
+
+
+def cmd_evaluate(a: argparse.Namespace) -> None:
+    from iaa.evaluate import evaluate_stage
+
+    result = evaluate_stage(
+        a.embeddings, a.out, selected=a.selected, recall_k=a.recall_k, split=a.split, nmi=not a.no_nmi,
+        index=a.index, seed=a.seed, nmi_redo=a.nmi_redo,
+    )  # fmt: skip
+    log.info("%s", json.dumps(result, sort_keys=True))
+
+
+def cmd_stats(a: argparse.Namespace) -> None:
+    from iaa.stats import stats_stage
+
+    stats_stage(
+        a.embeddings, a.out, split=a.split, k=a.k, beta=a.beta, gamma=a.gamma, tau=a.tau,
+        correlation_out=a.correlation,
+    )  # fmt: skip
+
+
+def cmd_report(a: argparse.Namespace) -> None:
+    from iaa.report import report_stage
+
+    report_stage(
+        a.benchmark, a.metrics, a.histories, recall_k=a.recall_k, losses=a.losses,
+        table_md=a.table_md, table_csv=a.table_csv, curves_png=a.curves,
+        correlations=a.correlations, table1_md=a.table1_md,
+    )  # fmt: skip
+
+
+def cmd_compare(a: argparse.Namespace) -> None:
+    from iaa.compare import compare_stage
+
+    if not a.metrics and not a.ablation_tables:
+        raise IAAError("nothing to compare: give --metrics and/or --ablation-tables")
+    compare_stage(a.metrics, a.out_md, a.out_csv, ablation_tables=a.ablation_tables)
