@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 KEEP_CHECKPOINTS = 2
 BEST = "best.pt"  # the selected epoch's weights (model selection), beside the epoch checkpoints
 # Settings that cannot change a number: resuming across a change of them is safe.
-EXECUTION_KEYS = ("workers",)
+EXECUTION_KEYS = ("workers", "loader", "compile")
 
 
 def file_identity(path: str | Path) -> str:

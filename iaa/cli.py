@@ -202,6 +202,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="JSON: the config's train section, as the workflow builds it; its 'recipe' is a label "
         "only (the workflow lays the recipe's bundle, iaa/recipes.py, under your config)",
     )  # fmt: skip
+    # Execution settings: how fast, never what is computed (iaa.checkpoints.EXECUTION_KEYS).
+    sp.add_argument(
+        "--workers", type=int, default=None,
+        help="DataLoader worker processes of the JPEG path (default: the settings' train.workers, 0)",
+    )  # fmt: skip
+    sp.add_argument(
+        "--loader", choices=["auto", "workers", "cache"], default=None,
+        help="images from JPEGs through DataLoader workers, or from the decoded store augmented on "
+        "the device (cache); auto: the store on CUDA when it exists (default: the settings', auto)",
+    )  # fmt: skip
+    sp.add_argument(
+        "--compile", type=lambda v: bool(int(v)), default=None, metavar="0|1",
+        help="torch.compile the model on CUDA (default: the settings' train.compile, 0)",
+    )  # fmt: skip
 
     sp = stage("export", cmd_export, "embeddings of train and evaluation images -> Parquet")
     sp.add_argument("--benchmark", default=None, help="benchmark name: its splits, unless --splits")

@@ -44,6 +44,15 @@ def cmd_extract(a: argparse.Namespace) -> None:
     )  # fmt: skip
 
 
+def execution_settings(settings, a: argparse.Namespace):
+    """``--workers``/``--loader``/``--compile`` given on the command line win over --settings:
+    the workflow hands execution settings over apart, so changing them reruns nothing."""
+    import dataclasses
+
+    given = {k: getattr(a, k) for k in ("workers", "loader", "compile") if getattr(a, k, None) is not None}
+    return dataclasses.replace(settings, **given) if given else settings
+
+
 def cmd_train(a: argparse.Namespace) -> None:
     from iaa.config import TrainSettings, parse_settings
     from iaa.train import TrainInputs, train_stage
@@ -60,7 +69,7 @@ def cmd_train(a: argparse.Namespace) -> None:
         loss_name=a.loss,
         method=a.method,
         seed=a.seed,
-        settings=parse_settings(TrainSettings, a.settings),
+        settings=execution_settings(parse_settings(TrainSettings, a.settings), a),
         model_out=a.out,
         history_out=a.history,
         checkpoint_dir=a.checkpoints or a.out.parent / "checkpoints",

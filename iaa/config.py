@@ -102,7 +102,11 @@ class TrainSettings:
     crop_scale_min: float = 0.16
     val_split: str | None = "test"  # monitored for the curves (and selected on, with best_test)
     val_every: int = 1
-    workers: int = 0
+    # Execution settings (iaa.checkpoints.EXECUTION_KEYS): how fast, never what is computed.
+    # They stay out of the checkpoint fingerprint and out of what Snakemake compares for reruns.
+    workers: int = 0  # DataLoader worker processes of the JPEG path
+    loader: str = "auto"  # auto | workers | cache (decoded store + device augmentation)
+    compile: bool = False  # torch.compile the model (CUDA)
     square_resize: bool = True  # every pass squashes to resize x resize first (not on CUB: SPEC 3)
     interpolation: str = "bilinear"  # resizing filter; released: lanczos
     head_init: str = "default"  # embedding layer init; released: kaiming_fan_out
@@ -154,6 +158,7 @@ def to_dict(settings: Any) -> dict[str, Any]:
 # Keys with a fixed set of values (the schema's enums), checked again for by-hand --settings.
 _CHOICES: dict[str, tuple[str, ...]] = {
     "mode": ("finetune", "head"),
+    "loader": ("auto", "workers", "cache"),
     "selection": ("last", "best_test", "best_val"),
     "sampler": ("balanced", "released"),
     "interpolation": ("bilinear", "lanczos"),

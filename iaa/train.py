@@ -128,6 +128,17 @@ def _peak_memory_mb(device: torch.device) -> float:
     return rss / 2**20 if sys.platform == "darwin" else rss / 2**10
 
 
+def _compiled(model: EmbeddingModel, settings: TrainSettings, device: torch.device) -> torch.nn.Module:
+    """The module the training step calls: ``torch.compile(model)`` on CUDA when
+    ``settings.compile`` (the same parameters, so checkpoints keep their keys), else the model."""
+    if not settings.compile:
+        return model
+    if device.type != "cuda":
+        log.info("compile: ignored on %s (CUDA only)", device)
+        return model
+    return torch.compile(model)  # type: ignore[return-value]
+
+
 def _precision(settings: TrainSettings, device: torch.device) -> tuple[bool, torch.dtype]:
     """Mixed precision on CUDA when ``amp``: bfloat16 where the GPU has it (no loss scaling
     needed), else float16 with a GradScaler. Off on CPU, where it would only slow things."""
@@ -241,6 +252,7 @@ def train_stage(
     amp, amp_dtype = _precision(settings, device)
     channels_last = settings.channels_last and device.type == "cuda" and model.trunk is not None
     place_model(model, device, channels_last)
+    forward = _compiled(model, settings, device)
     if isinstance(loss_fn, torch.nn.Module):
         loss_fn.to(device)
     scaler = torch.amp.GradScaler("cuda", enabled=amp and amp_dtype == torch.float16)
@@ -297,7 +309,7 @@ def train_stage(
             y = labels[idx].to(device)
             # statistics, synthesis and the loss stay in float32 (model_forward's output)
             z = model_forward(
-                model, x, device, channels_last=channels_last, autocast_dtype=amp_dtype if amp else None
+                forward, x, device, channels_last=channels_last, autocast_dtype=amp_dtype if amp else None
             )
             anchors = F.normalize(z, dim=1)
             if iaa_active:

@@ -91,6 +91,14 @@ def test_whole_pipeline_on_tiny_synth_then_nothing_to_do(tmp_path):
     again = snakemake(tmp_path, "--cores", "2", "all")
     assert again.returncode == 0
     assert "Nothing to be done" in again.stdout + again.stderr
+    # Execution settings are not results: changing each of them plans no job (issue 13).
+    for change in (
+        "train={'workers': 3}", "train={'loader': 'workers'}", "train={'compile': True}",
+        "threads={'train': 2, 'extract': 2, 'export': 2, 'evaluate': 2, 'stats': 2}",
+    ):  # fmt: skip
+        plan = snakemake(tmp_path, "-n", "--cores", "2", "all", config=(change,))
+        said = plan.stdout + plan.stderr
+        assert plan.returncode == 0 and "Nothing to be done" in said, (change, plan.stdout)
 
     # `snakemake --report`: one self-contained HTML file holding the tables and the plot.
     report = snakemake(tmp_path, "--report", str(tmp_path / "report.html"))

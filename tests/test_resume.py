@@ -227,7 +227,7 @@ def test_only_execution_settings_leave_the_fingerprint_unchanged():
             assert to_dict(changed) != to_dict(base)
             if run_fingerprint(changed, "ms", "iaa", 0, {"features": "1:ab"}) == reference:
                 unchanged.append(f.name)
-    assert unchanged == ["workers"]
+    assert unchanged == ["workers", "loader", "compile"]  # iaa.checkpoints.EXECUTION_KEYS
     for other in (
         run_fingerprint(base, "triplet", "iaa", 0, {"features": "1:ab"}),
         run_fingerprint(base, "ms", "baseline", 0, {"features": "1:ab"}),

@@ -13,6 +13,7 @@ from iaa.ablations.experiments import (
 )
 from iaa.ablations.variants import experiment_name, resolve_variant, split_experiment, with_variant
 from iaa.benchmarks import get_benchmark as registered_benchmark, register_benchmark
+from iaa.checkpoints import EXECUTION_KEYS
 from iaa.data.datasets.custom import eval_splits_of
 from iaa.config import TrainSettings, check_train_settings, coerce_pipeline_config, from_dict
 from iaa.errors import IAAError
@@ -115,9 +116,23 @@ def settings_json(section):
     def settings(wildcards):
         cfg = bench_config(wildcards.bench)
         value = dict(cfg[section], recipe=cfg["recipe"]) if section == "train" else cfg[section]
+        if section == "train":  # execution settings travel as resources (execution_resource)
+            value = {k: v for k, v in value.items() if k not in EXECUTION_KEYS}
         return json.dumps(value, sort_keys=True)
 
     return settings
+
+
+def execution_resource(key):
+    """A training execution setting (workers, loader, compile: iaa.checkpoints.EXECUTION_KEYS)
+    for the shell command. Snakemake reruns a job when its params change, never its resources,
+    so these settings, which cannot change a number, are handed over as resources."""
+
+    def value(wildcards):
+        v = bench_config(wildcards.bench)["train"][key]
+        return int(v) if isinstance(v, bool) else v
+
+    return value
 
 
 def training_runs():

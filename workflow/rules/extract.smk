@@ -24,12 +24,12 @@ rule extract:
             + ("" if bench_config(w.bench)["train"]["googlenet_transform_input"] else "no-")
             + "googlenet-transform-input"
         ),
-        workers=lambda w: bench_config(w.bench)["train"]["workers"],
     threads: config["threads"]["extract"]
     resources:
         mem_mb=4000,
+        iaa_workers=execution_resource("workers"),  # execution: no rerun when changed
     shell:
         "iaa --threads {threads} extract --arch {params.arch} --splits {params.splits} --manifest {input.manifest:q}"
         " {params.backbone} --out {output.features:q} --image-size {params.image_size}"
         " --resize {params.resize} {params.square} --interpolation {params.interpolation}"
-        " {params.options} --workers {params.workers} 2> {log:q}"
+        " {params.options} --workers {resources.iaa_workers} 2> {log:q}"

@@ -16,8 +16,13 @@ rule train:
     threads: config["threads"]["train"]
     resources:
         mem_mb=4000,
+        # execution settings: a change never reruns the job (common.smk, execution_resource)
+        iaa_workers=execution_resource("workers"),
+        iaa_loader=execution_resource("loader"),
+        iaa_compile=execution_resource("compile"),
     shell:
         "iaa --threads {threads} train --loss {wildcards.loss} --method {wildcards.method}"
+        " --workers {resources.iaa_workers} --loader {resources.iaa_loader} --compile {resources.iaa_compile}"
         " --seed {wildcards.seed} {params.inputs} --out {output.model:q} --selected {output.selected:q}"
         " --history {output.history:q}"
         " --checkpoints {params.checkpoints:q} --settings {params.settings:q} 2> {log:q}"
