@@ -25,6 +25,11 @@ include: "workflow/rules/compare.smk"
 include: "workflow/rules/ablations.smk"
 
 
+localrules:
+    all,
+    ablations,
+
+
 rule all:
     input:
         all_targets(),

@@ -39,6 +39,7 @@ COMMAND_MODULES = (
     "iaa.ablations.sweeps",
     "iaa.class_figures",
     "iaa.visualize",
+    "iaa.decode",
 )
 
 DESCRIPTION = "The iaa command: one subcommand per pipeline stage, each a thin call into its module."
@@ -186,6 +187,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--manifest", type=Path, default=None, help="finetune mode: manifest")
     sp.add_argument("--backbone", type=Path, default=None, help="finetune mode: backbone checkpoint")
     sp.add_argument("--arch", default=None, help="finetune mode: ImageNet backbone (googlenet, ...)")
+    sp.add_argument(
+        "--decoded-store", type=Path, default=None,
+        help="finetune mode: the manifest's decoded store (iaa decode), read when --loader is cache, "
+        "or auto on CUDA (default: none, the JPEG files)",
+    )  # fmt: skip
     weight_args(sp)
     sp.add_argument("--out", type=Path, required=True, help="final model (.pt)")
     sp.add_argument(

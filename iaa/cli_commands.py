@@ -65,6 +65,7 @@ def cmd_train(a: argparse.Namespace) -> None:
             arch=a.arch,
             weights=a.weights,
             allow_download=not a.no_download,
+            decoded_store=a.decoded_store,
         ),  # fmt: skip
         loss_name=a.loss,
         method=a.method,

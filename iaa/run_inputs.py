@@ -16,11 +16,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from iaa import checkpoints
 from iaa.config import TrainSettings
 from iaa.data.decoded_cache import default_cache_dir
+from iaa.data.decoded_store import DecodedStore
 from iaa.data.sources import FeatureSource, ImageOptions, ImageSource
+from iaa.data.store_source import StoreSource
 from iaa.errors import IAAError
 from iaa.io import Manifest, read_embeddings, read_manifest
 from iaa.models.backbone import backbone_options, load_backbone
@@ -44,6 +47,9 @@ class TrainInputs:
     arch: str | None = None
     weights: Path | None = None  # the weights file or its folder; default: the torch hub cache
     allow_download: bool = True
+    # the decoded store (iaa.decode) of the manifest: how images are read, never what they are,
+    # so it is not part of identity() (train.loader decides whether it is used)
+    decoded_store: Path | None = None
 
     def identity(self) -> dict[str, str]:
         """What the resume fingerprint records of the inputs (``iaa.checkpoints``)."""
@@ -141,7 +147,7 @@ def build_sources(inputs: TrainInputs, settings: TrainSettings) -> tuple[Sources
             interpolation=settings.interpolation,
             cache_dir=default_cache_dir(inputs.manifest),
         )
-        make = lambda splits: ImageSource(manifest, splits, opts)  # noqa: E731
+        make = _image_sources(manifest, opts, inputs, settings)
         train = make(("train",))
     monitor = make(monitor_splits) if monitor_splits else None
     if monitor is not None and len(monitor) == 0:
@@ -153,6 +159,42 @@ def build_sources(inputs: TrainInputs, settings: TrainSettings) -> tuple[Sources
     if settings.selection == "best_val":
         select = make((VAL_SPLIT,))
     return Sources(train, monitor, select), model
+
+
+def use_store(settings: TrainSettings, store: Path | None, device: torch.device) -> bool:
+    """train.loader: ``cache`` reads the decoded store (an IAAError without one), ``workers``
+    the JPEGs, ``auto`` the store on CUDA when the workflow gave one (on a CPU the JPEG path
+    with its in-memory preload is as fast: the crop is the cost there, not the decoding)."""
+    if settings.loader == "cache":
+        if store is None:
+            raise IAAError(
+                "train.loader is cache but no decoded store was given: set prepare.decoded_store: true "
+                "(or pass --decoded-store DIR, written by iaa decode)"
+            )
+        return True
+    return settings.loader == "auto" and store is not None and device.type == "cuda"
+
+
+def _image_sources(manifest: Manifest, opts: ImageOptions, inputs: TrainInputs, settings: TrainSettings):
+    """A function of splits -> their image source: the decoded store's or the JPEGs'."""
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if not use_store(settings, inputs.decoded_store, device):
+        log.info("images: JPEG files (%d DataLoader workers)", settings.workers)
+        return lambda splits: ImageSource(manifest, splits, opts)
+    square = settings.square_resize  # a store that keeps the originals (CUB) has no resize
+    store = DecodedStore.open(
+        inputs.decoded_store, inputs.manifest, square=square,
+        resize=settings.resize if square else None, interpolation=settings.interpolation if square else None,
+    )  # fmt: skip
+    log.info("images: decoded store %s, augmented on %s", inputs.decoded_store, device)
+    frame = manifest.frame
+
+    def make(splits: tuple[str, ...]) -> StoreSource:
+        rows = np.flatnonzero(frame["split"].isin(splits).to_numpy())
+        part = frame.iloc[rows]
+        return StoreSource(store, rows, part["label"].to_numpy(), part["split"].to_numpy(), opts, device)
+
+    return make
 
 
 def samples_per_class(settings: TrainSettings, train_size: int) -> int:

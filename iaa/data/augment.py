@@ -1,18 +1,17 @@
 """Batched image transforms on tensors: the paper's train/eval transforms for a whole batch.
 
-Used when a dataset's images are preloaded into memory (small images such as synth's):
-one ``grid_sample`` call crops, rescales and flips a batch, instead of a PIL round trip
-per image. Semantics follow torchvision's RandomResizedCrop + RandomHorizontalFlip:
-a crop covering ``scale`` of the image area with aspect ratio in ``ratio`` (clamped to
-fit), resized to ``size``.
+Used when a dataset's images are preloaded into memory (small images such as synth's,
+squashed to resize x resize): one ``roi_align`` call crops, rescales and flips a batch,
+instead of a PIL round trip per image. :func:`random_resized_crop_flip` draws its crops from
+torchvision's RandomResizedCrop distribution and flips with probability 1/2
+(``iaa.data.device_augment``, which also says how its pixels differ from torchvision's).
 """
 
 from __future__ import annotations
 
-import math
-
 import torch
-import torch.nn.functional as F
+
+from iaa.data.device_augment import random_resized_crop_flip_device
 
 
 def to_unit(images: torch.Tensor) -> torch.Tensor:
@@ -27,26 +26,18 @@ def random_resized_crop_flip(
     ratio: tuple[float, float] = (3 / 4, 4 / 3),
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
-    """Random crop (area fraction in ``scale``, aspect in ``ratio``), resize to ``size``, random flip."""
-    b = images.shape[0]
-    g = dict(generator=generator)
-    area = torch.empty(b).uniform_(*scale, **g)
-    log_ratio = torch.empty(b).uniform_(math.log(ratio[0]), math.log(ratio[1]), **g)
-    aspect = log_ratio.exp()
-    # Crop width/height as fractions of the image side; clamp so the crop fits.
-    w = (area * aspect).sqrt().clamp(max=1.0)
-    h = (area / aspect).sqrt().clamp(max=1.0)
-    cx = (torch.rand(b, **g) * 2 - 1) * (1 - w)
-    cy = (torch.rand(b, **g) * 2 - 1) * (1 - h)
-    flip = torch.where(torch.rand(b, **g) < 0.5, -1.0, 1.0)
-    theta = torch.zeros(b, 2, 3)
-    theta[:, 0, 0] = w * flip
-    theta[:, 0, 2] = cx
-    theta[:, 1, 1] = h
-    theta[:, 1, 2] = cy
-    x = to_unit(images)  # [0, 1]: the backbone's standardisation is affine, so it commutes
-    grid = F.affine_grid(theta.to(x.device), [b, x.shape[1], size, size], align_corners=False)
-    return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+    """RandomResizedCrop(size, scale, ratio) + RandomHorizontalFlip of a batch of same-size images
+    (uint8, or float in [0, 1]) -> float32 (B, 3, size, size) in [0, 1], on the images' device.
+
+    Boxes from torchvision's own distribution (:func:`iaa.data.device_augment.sample_crop_boxes`),
+    cropped and resized with one ``roi_align`` call (:func:`iaa.data.device_augment.crop_resize`).
+    """
+    b, _, h, w = images.shape
+    heights = torch.full((b,), h, device=images.device)
+    widths = torch.full((b,), w, device=images.device)
+    return random_resized_crop_flip_device(
+        images, heights, widths, size, scale=scale, ratio=ratio, generator=generator
+    )
 
 
 def center_crop(images: torch.Tensor, size: int) -> torch.Tensor:

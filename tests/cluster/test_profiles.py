@@ -30,21 +30,38 @@ def workflow_rules() -> set[str]:
         cwd=ROOT, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
-    return set(result.stdout.split()) - {"all"}
+    return set(result.stdout.split()) - {"all", "ablations"}  # targets: local rules, no job
 
 
-def parsed(profile: str) -> dict:
-    """The profile as Snakemake reads it (YTE evaluated, mappings flattened to KEY=VALUE)."""
-    with open(PROFILES / profile / "config.yaml") as stream:
-        return ProfileConfigFileParser().parse(stream)
+SWITCHES = ("IAA_SLURM_GPU", "IAA_SLURM_GPU_PARTITION", "IAA_SLURM_CPU_PARTITION", "IAA_TRAIN_JOBS_PER_GPU")
+
+
+def parsed(profile: str, **env: str) -> dict:
+    """The profile as Snakemake reads it (YTE evaluated, mappings flattened to KEY=VALUE),
+    with the slurm profile's switches (environment variables) set to ``env`` only."""
+    saved = {k: os.environ.pop(k) for k in SWITCHES if k in os.environ}
+    os.environ.update(env)
+    try:
+        with open(PROFILES / profile / "config.yaml") as stream:
+            return ProfileConfigFileParser().parse(stream)
+    finally:
+        for k in SWITCHES:
+            os.environ.pop(k, None)
+        os.environ.update(saved)
 
 
 def raw(profile: str) -> dict:
     return yaml.safe_load((PROFILES / profile / "config.yaml").read_text())
 
 
-def set_resources(profile: str) -> dict[str, dict[str, object]]:
-    return raw(profile)["set-resources"]
+def set_resources(profile: str, **env: str) -> dict[str, dict[str, object]]:
+    """Per rule, the resources the profile sets (as evaluated by YTE; values as written)."""
+    out: dict[str, dict[str, object]] = {}
+    for entry in parsed(profile, **env)["set-resources"]:
+        rule, rest = entry.split(":", 1)
+        key, value = rest.split("=", 1)
+        out.setdefault(rule, {})[key] = int(value) if value.isdigit() else value
+    return out
 
 
 def size(expr: object, bench: str) -> object:
@@ -63,6 +80,12 @@ def test_local_profile_uses_all_cores_and_fits_the_memory():
     assert name == "mem_mb" and 0.5 * physical_mb < int(value) < physical_mb
 
 
+def test_gpu_profile_shares_the_gpu_between_n_gpu_jobs():
+    gpu = parsed("gpu")
+    assert gpu["cores"] == "all" and "gpu_jobs=2" in gpu["resources"]
+    assert "gpu_jobs=4" in parsed("gpu", IAA_TRAIN_JOBS_PER_GPU="4")["resources"]
+
+
 def test_slurm_profile_sizes_every_rule_of_the_workflow():
     assert set(set_resources("slurm")) == workflow_rules()
 
@@ -72,10 +95,33 @@ def test_slurm_profiles_differ_only_in_gpu_requests():
     assert {rule for rule, res in gpu.items() if res.get("gpu") == 1} == GPU_RULES
     assert all("gpu" not in res and "gres" not in res for res in cpu.values())
     assert {rule: {k: v for k, v in res.items() if k != "gpu"} for rule, res in gpu.items()} == cpu
-    rest = {p: {k: v for k, v in raw(p).items() if k != "set-resources"} for p in ("slurm", "slurm-cpu")}
+    rest = {p: {k: v for k, v in parsed(p).items() if k != "set-resources"} for p in ("slurm", "slurm-cpu")}
     assert rest["slurm"] == rest["slurm-cpu"]
     # No default-resources: one given on the command line (partition, account) would replace it.
     assert "default-resources" not in rest["slurm"]
+
+
+def test_slurm_switches_add_gres_partitions_and_train_groups_only():
+    """IAA_SLURM_GPU=gres asks for --gres=gpu:1; partitions go to GPU and CPU rules apart;
+    IAA_TRAIN_JOBS_PER_GPU=N groups N train jobs on one GPU (gres, a string, is not summed
+    over a group); every runtime and memory stays as without switches."""
+    plain = set_resources("slurm")
+    sizes = {r: {k: v for k, v in res.items() if k in ("runtime", "mem_mb")} for r, res in plain.items()}
+    env = dict(IAA_SLURM_GPU="gres", IAA_SLURM_GPU_PARTITION="gpuq", IAA_SLURM_CPU_PARTITION="cpuq")
+    switched = set_resources("slurm", **env)
+    for rule, res in switched.items():
+        assert {k: v for k, v in res.items() if k in ("runtime", "mem_mb")} == sizes[rule]
+        if rule in GPU_RULES:
+            assert res["gres"] == "gpu:1" and "gpu" not in res and res["slurm_partition"] == "gpuq"
+        else:
+            assert "gres" not in res and res["slurm_partition"] == "cpuq"
+    shared = parsed("slurm", IAA_TRAIN_JOBS_PER_GPU="4")
+    assert shared["groups"] == ["train=train_gpu"] and shared["group-components"] == ["train_gpu=4"]
+    res = set_resources("slurm", IAA_TRAIN_JOBS_PER_GPU="4")
+    assert res["train"]["gres"] == "gpu:1" and "gpu" not in res["train"] and res["export"]["gpu"] == 1
+    assert "groups" not in parsed("slurm")
+    with pytest.raises(Exception, match="IAA_SLURM_GPU must be gpus or gres"):
+        parsed("slurm", IAA_SLURM_GPU="gpu")
 
 
 @pytest.mark.parametrize("profile", ["slurm", "slurm-cpu"])
@@ -120,7 +166,11 @@ def test_dry_run_through_the_slurm_profile(tmp_path, profile):
             rule = line[5:-1]
         elif line.strip().startswith("resources:") and rule != "all":
             resources.setdefault(rule, set()).add(line.split(":", 1)[1].strip())
-    assert set(resources) == workflow_rules() - {"compare"}  # compare: only with real benchmarks
+    ablations = {"ablation_table", "sweep_figure", "sweep_figure_mining", "class_figures",
+                 "similarity_histogram", "visualize", "tsne", "compare_ablations"}  # fmt: skip
+    # compare: only with real benchmarks; decode: only with prepare.decoded_store; the
+    # ablations' rules: not part of `all`
+    assert set(resources) == workflow_rules() - {"compare", "decode"} - ablations
     for rule, lines in resources.items():
         (line,) = lines  # one benchmark: every job of a rule asks for the same
         items = dict(item.split("=", 1) for item in line.split(", "))

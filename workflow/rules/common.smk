@@ -256,11 +256,13 @@ def train_inputs(wildcards):
     inputs = {"manifest": manifest_of(wildcards.bench)}
     if get_benchmark(wildcards.bench).builtin:
         inputs["backbone"] = out(base, "models", "pretrained_backbone.pt")
+    if bench_config(wildcards.bench)["prepare"]["decoded_store"]:
+        inputs["decoded_store"] = out(get_benchmark(wildcards.bench).base, "decoded_store")
     return inputs
 
 
 def train_input_args(wildcards, input):
-    args = " ".join(f"--{name} {shlex.quote(path)}" for name, path in input.items())
+    args = " ".join(f"--{name.replace('_', '-')} {shlex.quote(path)}" for name, path in input.items())
     bench = get_benchmark(wildcards.bench)
     if "manifest" in input.keys() and not bench.builtin:
         args += f" --arch {bench.arch} {weights_args()}"

@@ -28,6 +28,7 @@ rule export:
     threads: config["threads"]["export"]
     resources:
         mem_mb=4000,
+        gpu_jobs=1,  # a slot of the GPU (workflow/profiles/gpu: N per GPU)
     shell:
         "iaa --threads {threads} export --splits {params.splits} --model {input.model:q}"
         " --selected {input.selected:q} {params.source} --out {output.embeddings:q}"

@@ -27,6 +27,7 @@ rule extract:
     threads: config["threads"]["extract"]
     resources:
         mem_mb=4000,
+        gpu_jobs=1,  # a slot of the GPU (workflow/profiles/gpu: N per GPU)
         iaa_workers=execution_resource("workers"),  # execution: no rerun when changed
     shell:
         "iaa --threads {threads} extract --arch {params.arch} --splits {params.splits} --manifest {input.manifest:q}"

@@ -13,6 +13,7 @@ rule pretrain:
     threads: config["threads"]["pretrain"]
     resources:
         mem_mb=4000,
+        gpu_jobs=1,  # a slot of the GPU (workflow/profiles/gpu: N per GPU)
     shell:
         "iaa --threads {threads} pretrain --manifest {input.manifest:q} --out {output.backbone:q}"
         " --seed {params.seed} --settings {params.settings:q} 2> {log:q}"

@@ -16,6 +16,7 @@ rule train:
     threads: config["threads"]["train"]
     resources:
         mem_mb=4000,
+        gpu_jobs=1,  # a slot of the GPU (workflow/profiles/gpu: N per GPU)
         # execution settings: a change never reruns the job (common.smk, execution_resource)
         iaa_workers=execution_resource("workers"),
         iaa_loader=execution_resource("loader"),
