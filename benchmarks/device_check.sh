@@ -1,18 +1,50 @@
 #!/bin/bash
-# One prepared GPU check: CUDA tests, core/loss benchmarks on the GPU, training-step throughput.
+# One prepared GPU check, under 5 minutes on one H200 (issue 13). It measures:
+#   1. the CUDA paths of the tests (device augmentation, store loader, losses, training);
+#   2. the training step (GoogLeNet 224 px, MS + IAA, batch 128, bf16) fed by synthetic
+#      tensors, by the decoded store of 3,000 generated JPEGs (train.loader: cache), and by
+#      the same JPEGs through 8 DataLoader workers (train.loader: workers), with peak memory;
+#   3. the same store-fed step under torch.compile (train.compile);
+#   4. the aggregate images/s of 1, 2 and 4 store-fed training processes on the one GPU.
+# Results go to $OUT (the device tool's folder) and to the terminal; RESULT lines are the numbers.
+#
+# Prepare on the CPU machine: the GPU machine is offline, so bring the wheels it may lack:
+#   pip download --no-deps -d .whl pytorch-metric-learning faiss-cpu
+# and run it with carry [".whl"]:  bash benchmarks/device_check.sh
 set -o pipefail
 export PYTHONUNBUFFERED=1
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
-export PYTHONPATH=$PWD:/tmp/site
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee $OUT/gpu.txt
+OUT=${OUT:-/tmp/device_check}
+mkdir -p "$OUT"
+if ls .whl/*.whl >/dev/null 2>&1; then
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
+fi
+export PYTHONPATH=$PWD:/tmp/site:$PWD/benchmarks
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt"
 python3 -c "import torch, torchvision; print('torch', torch.__version__, 'tv', torchvision.__version__, torch.cuda.get_device_name(0))"
-echo "== CUDA tests and GPU training tests"
-timeout 200 python3 -m pytest -q -p no:cacheprovider -rs tests/test_correction.py tests/test_losses.py tests/test_synthesis.py tests/test_estimator.py tests/test_train.py tests/test_backbones.py tests/test_selection.py tests/test_resume.py tests/test_train_settings.py 2>&1 | tee $OUT/pytest.txt | tail -25
-echo "== bench_core on cuda"
-timeout 90 python3 benchmarks/bench_core.py --device cuda --repeats 5 --loss-repeats 50 2>&1 | tee $OUT/bench_core_cuda.txt
-echo "== bench_train on cuda (googlenet, batch 128 and 180)"
-timeout 120 python3 benchmarks/bench_train.py --device cuda --threads 8 --batch 128 --steps 30 --warmup 5 --skip-loader 2>&1 | tee $OUT/bench_train_cuda.txt
-timeout 60 python3 benchmarks/bench_train.py --device cuda --threads 8 --batch 180 --steps 30 --warmup 5 --skip-loader 2>&1 | tee -a $OUT/bench_train_cuda.txt
-timeout 60 python3 benchmarks/bench_train.py --device cuda --threads 8 --batch 128 --steps 20 --warmup 5 --skip-loader --no-amp 2>&1 | tee -a $OUT/bench_train_cuda.txt
-echo "== loader with 8 workers on the device's CPUs"
-timeout 90 python3 benchmarks/bench_train.py --threads 8 --workers 8 --images 512 --skip-step 2>&1 | tee $OUT/bench_loader.txt
+
+echo "== 1. CUDA paths of the tests"
+timeout 75 python3 -m pytest -q -p no:cacheprovider -rs tests/test_device_augment.py tests/test_store_source.py \
+    tests/test_losses_pml.py tests/test_train.py -x 2>&1 | tee "$OUT/pytest.txt" | tail -15
+
+echo "== 2. training step by input path"
+timeout 60 python3 benchmarks/bench_feed.py --prepare-only --images 3000 2>&1 | tee "$OUT/feed.txt"
+for source in synthetic store; do
+    timeout 50 python3 benchmarks/bench_feed.py --source "$source" --seconds 15 --tag single 2>&1 | tee -a "$OUT/feed.txt" | grep RESULT
+done
+timeout 60 python3 benchmarks/bench_feed.py --source jpeg --workers 8 --seconds 15 --tag single 2>&1 | tee -a "$OUT/feed.txt" | grep RESULT
+
+echo "== 3. torch.compile (train.compile), store-fed"
+timeout 75 python3 benchmarks/bench_feed.py --source store --compile --warmup 8 --seconds 15 --tag compile 2>&1 | tee -a "$OUT/feed.txt" | grep RESULT
+
+echo "== 4. concurrent store-fed trainings on the one GPU"
+for n in 2 4; do
+    for i in $(seq "$n"); do
+        timeout 60 python3 benchmarks/bench_feed.py --source store --threads 2 --seconds 20 --tag "concurrent$n" \
+            >"$OUT/concurrent${n}_$i.txt" 2>&1 &
+    done
+    wait
+    cat "$OUT"/concurrent${n}_*.txt | grep RESULT
+    cat "$OUT"/concurrent${n}_*.txt | grep RESULT | awk -v n="$n" \
+        '{for (i = 1; i <= NF; i++) if ($(i + 1) == "images/s") s += $i} END {print "AGGREGATE", n, "processes:", s, "images/s"}' \
+        | tee -a "$OUT/feed.txt"
+done
