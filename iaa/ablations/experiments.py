@@ -274,7 +274,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "fig8": {"loss": "ms", "values": [64, 128, 256, 512]},
     "fig9a": {"values": [0.05, 0.1, 0.2, 0.5, 1.0]},
     "fig9b": {"loss": "ms", "values": [0.05, 0.1, 0.2, 0.5, 1.0]},
-    "fig10": {"loss": "triplet"},
+    "fig10": {"loss": "ms"},  # MS mines explicitly; triplet keeps one hardest negative per anchor
     "fig11": {"loss": "ms", "values": [1, 2, 3, 4, 5]},
     "fig12": {"loss": "ms"},
     "fig13": {"loss": "ms"},
