@@ -37,7 +37,8 @@ from PIL import Image
 from torch.utils.data import DataLoader
 
 from iaa.data.augment import random_resized_crop_flip
-from iaa.data.decoded_store import CacheLoader, DecodedStore, write_store
+from iaa.data.cache_loader import CacheLoader
+from iaa.data.decoded_store import DecodedStore, write_store
 from iaa.data.images import ImageDataset, train_transform
 from iaa.io import write_manifest
 

@@ -39,6 +39,8 @@ COMMAND_MODULES = (
     "iaa.ablations.sweeps",
     "iaa.class_figures",
     "iaa.visualize",
+    "iaa.similarity_histogram",
+    "iaa.tsne",
     "iaa.decode",
 )
 

@@ -47,10 +47,11 @@ from iaa.io import atomic_path
 from iaa.losses import LOSSES, MiningTally, baseline_call, build_loss, iaa_call
 from iaa.method import ClassStatistics, lambda_schedule, synthesize
 from iaa.models.backbone import freeze_batchnorm
-from iaa.models.embedder import EmbeddingModel, save_model
+from iaa.models.embedder import save_model
 from iaa.run_inputs import TrainInputs, build_sources, samples_per_class
 from iaa.seeding import seed_everything
 from iaa.selection import BestEpoch, recall_at_1
+from iaa.train_setup import build_optimizer, compiled, precision
 
 __all__ = ["TrainInputs", "is_estimation_epoch", "train_stage", "write_history"]
 
@@ -85,22 +86,6 @@ class RunState:
     std: torch.Tensor | None = None  # per-class σ used for synthesis, once estimated
 
 
-def _optimizer(
-    model: EmbeddingModel, settings: TrainSettings, lr: float, loss_fn: torch.nn.Module | None = None
-) -> torch.optim.Optimizer:
-    """Adam; the embedding layer (the head) learns ``embedding_lr_multiplier`` times faster
-    (1: one parameter group's rate for all, as the released code). The loss's own parameters
-    (proxies), if any, are a last group at ``loss_lr`` (pml's advice: proxies want a larger
-    rate than the network); the same weight decay and the same lr schedule apply to them."""
-    groups = [{"params": model.head.parameters(), "lr": lr * settings.embedding_lr_multiplier}]
-    if model.trunk is not None:
-        groups.append({"params": model.trunk.parameters(), "lr": lr})
-    loss_params = list(loss_fn.parameters()) if isinstance(loss_fn, torch.nn.Module) else []
-    if loss_params:
-        groups.append({"params": loss_params, "lr": settings.loss_lr})
-    return torch.optim.Adam(groups, lr=lr, weight_decay=settings.weight_decay)
-
-
 def _loss_state(loss_fn: Any) -> dict[str, torch.Tensor]:
     """The loss's learnable state (proxies; empty for the pair losses)."""
     return loss_fn.state_dict() if isinstance(loss_fn, torch.nn.Module) else {}
@@ -126,25 +111,6 @@ def _peak_memory_mb(device: torch.device) -> float:
         return torch.cuda.max_memory_allocated(device) / 2**20
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
     return rss / 2**20 if sys.platform == "darwin" else rss / 2**10
-
-
-def _compiled(model: EmbeddingModel, settings: TrainSettings, device: torch.device) -> torch.nn.Module:
-    """The module the training step calls: ``torch.compile(model)`` on CUDA when
-    ``settings.compile`` (the same parameters, so checkpoints keep their keys), else the model."""
-    if not settings.compile:
-        return model
-    if device.type != "cuda":
-        log.info("compile: ignored on %s (CUDA only)", device)
-        return model
-    return torch.compile(model)  # type: ignore[return-value]
-
-
-def _precision(settings: TrainSettings, device: torch.device) -> tuple[bool, torch.dtype]:
-    """Mixed precision on CUDA when ``amp``: bfloat16 where the GPU has it (no loss scaling
-    needed), else float16 with a GradScaler. Off on CPU, where it would only slow things."""
-    if not settings.amp or device.type != "cuda":
-        return False, torch.float32
-    return True, torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
 
 # --------------------------------------------------------------------------- checkpoints
@@ -249,14 +215,14 @@ def train_stage(
     except (TypeError, ValueError) as err:
         raise IAAError(f"loss {loss_name}: {err}") from None
     lr = settings.lr_by_loss.get(loss_name, settings.lr)  # e.g. contrastive on CUB: 3e-5 (SPEC 3)
-    amp, amp_dtype = _precision(settings, device)
+    amp, amp_dtype = precision(settings, device)
     channels_last = settings.channels_last and device.type == "cuda" and model.trunk is not None
     place_model(model, device, channels_last)
-    forward = _compiled(model, settings, device)
+    forward = compiled(model, settings, device)
     if isinstance(loss_fn, torch.nn.Module):
         loss_fn.to(device)
     scaler = torch.amp.GradScaler("cuda", enabled=amp and amp_dtype == torch.float16)
-    optimizer = _optimizer(model, settings, lr, loss_fn)
+    optimizer = build_optimizer(model, settings, lr, loss_fn)
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, settings.lr_milestones, settings.lr_gamma)
     stats = ClassStatistics(num_classes, settings.embedding_dim, momentum=settings.iaa.momentum).to(device)
     iterations = max(1, min(len(src.train) // settings.batch_size, settings.max_iterations_per_epoch))

@@ -19,7 +19,8 @@ import torch
 from PIL import Image
 
 import iaa.data.decoded_store as ds
-from iaa.data.decoded_store import CacheLoader, DecodedStore, StaleStoreError, StoreMissingError, write_store
+from iaa.data.cache_loader import CacheLoader
+from iaa.data.decoded_store import DecodedStore, StaleStoreError, StoreMissingError, write_store
 from iaa.data.images import load_rgb, squash_image
 from iaa.decode import decode_stage, register
 from iaa.errors import IAAError

@@ -5,7 +5,7 @@ The same interface as :class:`iaa.data.sources.ImageSource` (``labels``, ``split
 
 - rows are gathered from the memory-mapped store (:class:`iaa.data.decoded_store.DecodedStore`)
   by a background thread into pinned memory and copied to the device asynchronously
-  (:class:`iaa.data.decoded_store.CacheLoader`); no worker processes;
+  (:class:`iaa.data.cache_loader.CacheLoader`); no worker processes;
 - the train transform (RandomResizedCrop with torchvision's distribution + horizontal flip)
   and the eval transform (squash or shorter side to ``resize``, centre crop) run on the
   whole batch on the device (:mod:`iaa.data.device_augment`, one ``roi_align`` call).
@@ -27,7 +27,8 @@ from collections.abc import Iterable, Iterator
 import numpy as np
 import torch
 
-from iaa.data.decoded_store import CacheLoader, DecodedStore
+from iaa.data.cache_loader import CacheLoader
+from iaa.data.decoded_store import DecodedStore
 from iaa.data.device_augment import eval_crop, random_resized_crop_flip_device
 from iaa.data.sources import ImageOptions
 
