@@ -287,6 +287,12 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--split", default="train", help="the split whose classes are summarised")
     sp.add_argument("--out", type=Path, required=True, help="statistics Parquet")
     sp.add_argument("--correlation", type=Path, default=None, help="Table I correlation JSON")
+    sp.add_argument(
+        "--pairs", type=str_list, action=ListAction, metavar="PAIR",
+        default=["mu2-sigma", "mu-sigma", "mu2-sigma2", "mu-sigma2"],
+        help="Table VIII's distance pairs in the correlation JSON (mu2-sigma, Table I's, always); each "
+        "costs C^2 distances per p (default: all four)",
+    )  # fmt: skip
     sp.add_argument("--k", type=int, default=25, help="neighbour correction: neighbouring classes per class")
     sp.add_argument("--beta", type=float, default=0.1, help="neighbour correction: beta (SPEC 2.2)")
     sp.add_argument("--gamma", type=float, default=0.1, help="neighbour correction: gamma (SPEC 2.2)")

@@ -117,7 +117,7 @@ def cmd_stats(a: argparse.Namespace) -> None:
 
     stats_stage(
         a.embeddings, a.out, split=a.split, k=a.k, beta=a.beta, gamma=a.gamma, tau=a.tau,
-        correlation_out=a.correlation,
+        correlation_out=a.correlation, pairs=a.pairs,
     )  # fmt: skip
 
 

@@ -130,8 +130,16 @@ def stats_stage(
     tau: float = 40.0,
     correlation_out: str | os.PathLike[str] | None = None,
     ps: Sequence[int] = (1, 2, 3, 4),
+    pairs: Sequence[str] = tuple(PAIRS),
 ) -> ClassTable:
-    """Write the per-class statistics Parquet (and the correlation JSON) of one split."""
+    """Write the per-class statistics Parquet (and the correlation JSON) of one split.
+
+    ``pairs``: the distance pairs of the correlation JSON's ``pairs`` (Table VIII's four by
+    default); ``"mu2-sigma"`` (Table I) is always computed. Each costs C^2 distances per p, so
+    the workflow asks for all four only on the runs Table VIII reads."""
+    unknown = set(pairs) - set(PAIRS)
+    if unknown:
+        raise IAAError(f"unknown distance pair(s) {sorted(unknown)}; known: {', '.join(PAIRS)}")
     table = read_embeddings(embeddings_path, splits=[split], with_paths=False)
     stats = class_table(table.embeddings, table.labels)
     result = neighbor_correction(stats.mean, stats.var, stats.count, k=k, beta=beta, gamma=gamma, tau=tau)
@@ -151,12 +159,13 @@ def stats_stage(
              int((stats.count < tau).sum()), tau)  # fmt: skip
     if correlation_out is not None:
         valid = stats.count > 1  # single-image classes have no variance
-        pairs = pair_correlations(stats.mean[valid], stats.var[valid], ps)
-        rho = pairs["mu2-sigma"]
+        wanted = tuple(dict.fromkeys(("mu2-sigma", *pairs)))
+        correlations = pair_correlations(stats.mean[valid], stats.var[valid], ps, pairs=wanted)
+        rho = correlations["mu2-sigma"]
         payload: dict = {f"spearman_p{p}": value for p, value in rho.items()}
         payload.update(num_classes=int(valid.sum()), split=split, source=str(embeddings_path))
         payload["pairs"] = {
-            name: {str(p): value for p, value in values.items()} for name, values in pairs.items()
+            name: {str(p): value for p, value in values.items()} for name, values in correlations.items()
         }
         write_json(correlation_out, payload)
         log.info("Spearman(D_m, D_cv): %s", ", ".join(f"p={p}: {v:.3f}" for p, v in rho.items()))

@@ -189,3 +189,18 @@ def test_sweep_figures_recall_cost_and_mining(tmp_path):
     assert pd.read_csv(tmp_path / "b.csv")["value"].tolist() == [0.5, 0.7]
     with pytest.raises(IAAError, match="two"):
         sweep_figure_stage({**spec, "key": "fig10", "points": mining}, outs[:1], [tmp_path / "a.csv"])
+
+
+def test_only_the_runs_table8_reads_pay_for_its_four_distance_pairs(tmp_path):
+    from tests.test_pipeline import snakemake
+
+    plan = snakemake(tmp_path, "-n", "-p", "--cores", "2", "all", config=("seeds=[0]",))
+    assert plan.returncode == 0, plan.stderr[-2000:]
+    stats = {
+        line.split(" stats ")[1].split()[0].rsplit("/", 1)[-1]: line
+        for line in plan.stdout.splitlines()
+        if " stats " in line and "--pairs" in line
+    }
+    assert "--pairs mu2-sigma,mu-sigma,mu2-sigma2,mu-sigma2" in stats["ms-baseline-seed0.parquet"]
+    for name in ("pretrained.parquet", "ms-iaa-seed0.parquet", "triplet-baseline-seed0.parquet"):
+        assert stats[name].rstrip().split("--pairs ")[1].split()[0] == "mu2-sigma", name

@@ -9,7 +9,8 @@ from snakemake.utils import validate
 import yaml
 
 from iaa.ablations.experiments import (
-    EXPERIMENTS, TABLE_NOTES, TABLE_NUMERALS, experiment_config, experiment_points, primary_split,
+    CORRELATION_PAIRS, EXPERIMENTS, TABLE_NOTES, TABLE_NUMERALS, experiment_config, experiment_points,
+    primary_split,
 )
 from iaa.ablations.variants import experiment_name, resolve_variant, split_experiment, with_variant
 from iaa.benchmarks import get_benchmark as registered_benchmark, register_benchmark
@@ -349,6 +350,17 @@ def point_files(bench, point):
 
 def _spec_points(bench, key):
     return [(p, point_files(bench, p)) for p in experiment_points(key, bench, ablation_config(key, bench))]
+
+
+def stats_pairs(wildcards):
+    """Table VIII's four distance pairs for the runs it reads (the benchmarks and baseline loss
+    of ablations.table8), Table I's alone for every other run: each pair costs C^2 distances
+    per p, hours on SOP's 11k classes."""
+    table8 = ablation_config("table8")
+    run = wildcards.run
+    if wildcards.bench in ablation_benchmarks("table8") and run.startswith(f"{table8['loss']}-baseline-"):
+        return ",".join(CORRELATION_PAIRS)
+    return "mu2-sigma"
 
 
 def ablation_table_inputs(wildcards):
