@@ -146,6 +146,9 @@ def build_sources(inputs: TrainInputs, settings: TrainSettings) -> tuple[Sources
             square=settings.square_resize,
             interpolation=settings.interpolation,
             cache_dir=default_cache_dir(inputs.manifest),
+            # loader workers: the JPEG files through PIL transforms even where the images would
+            # fit in memory (auto preloads small sets and crops them with tensor ops)
+            preload=False if settings.loader == "workers" else "auto",
         )
         make = _image_sources(manifest, opts, inputs, settings)
         train = make(("train",))
