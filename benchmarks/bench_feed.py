@@ -33,9 +33,10 @@ import torch
 import torch.nn.functional as F
 from bench_train import write_jpegs
 
-from iaa.data.decoded_store import DecodedStore, write_store
+from iaa.data.decoded_store import DecodedStore
 from iaa.data.sources import ImageOptions, ImageSource, model_forward, place_model
 from iaa.data.store_source import StoreSource
+from iaa.data.store_writer import write_store
 from iaa.io import read_manifest, write_manifest
 from iaa.losses import build_loss, iaa_call
 from iaa.method import synthesize

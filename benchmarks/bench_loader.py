@@ -38,8 +38,9 @@ from torch.utils.data import DataLoader
 
 from iaa.data.augment import random_resized_crop_flip
 from iaa.data.cache_loader import CacheLoader
-from iaa.data.decoded_store import DecodedStore, write_store
+from iaa.data.decoded_store import DecodedStore
 from iaa.data.images import ImageDataset, train_transform
+from iaa.data.store_writer import write_store
 from iaa.io import write_manifest
 
 

@@ -35,8 +35,9 @@ def decode_stage(
     (``resize`` and ``interpolation`` do not apply). ``threads`` decode in parallel (None or
     0: one per CPU). Returns ``out_dir``.
     """
-    from iaa.data.decoded_store import DecodedStore, StaleStoreError, StoreMissingError, write_store
+    from iaa.data.decoded_store import DecodedStore, StaleStoreError, StoreMissingError
     from iaa.data.images import pil_filter
+    from iaa.data.store_writer import write_store
 
     pil_filter(interpolation)
     out = Path(out_dir)

@@ -18,10 +18,11 @@ import pytest
 import torch
 from PIL import Image
 
-import iaa.data.decoded_store as ds
+import iaa.data.store_writer as ds
 from iaa.data.cache_loader import CacheLoader
-from iaa.data.decoded_store import DecodedStore, StaleStoreError, StoreMissingError, write_store
+from iaa.data.decoded_store import DecodedStore, StaleStoreError, StoreMissingError
 from iaa.data.images import load_rgb, squash_image
+from iaa.data.store_writer import write_store
 from iaa.decode import decode_stage, register
 from iaa.errors import IAAError
 from iaa.io import write_manifest

@@ -12,9 +12,10 @@ import pytest
 import torch
 
 from iaa.config import IAASettings, TrainSettings
-from iaa.data.decoded_store import DecodedStore, StaleStoreError, write_store
+from iaa.data.decoded_store import DecodedStore, StaleStoreError
 from iaa.data.sources import ImageOptions, ImageSource
 from iaa.data.store_source import StoreSource
+from iaa.data.store_writer import write_store
 from iaa.errors import IAAError
 from iaa.io import read_manifest, write_manifest
 from iaa.run_inputs import TrainInputs, use_store
