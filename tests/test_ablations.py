@@ -204,3 +204,31 @@ def test_only_the_runs_table8_reads_pay_for_its_four_distance_pairs(tmp_path):
     assert "--pairs mu2-sigma,mu-sigma,mu2-sigma2,mu-sigma2" in stats["ms-baseline-seed0.parquet"]
     for name in ("pretrained.parquet", "ms-iaa-seed0.parquet", "triplet-baseline-seed0.parquet"):
         assert stats[name].rstrip().split("--pairs ")[1].split()[0] == "mu2-sigma", name
+
+
+def test_sweep_values_are_checked_before_any_job():
+    with pytest.raises(IAAError, match=r"ablations.fig7a.values: 1.5 must be a whole number \(it sets M\)"):
+        experiment_config("fig7a", {"values": [1.5, 2]})
+    with pytest.raises(IAAError, match="ablations.fig8.values: '64' is not a number"):
+        experiment_config("fig8", {"values": ["64", 128]})
+    assert experiment_config("fig7a", {"values": [2.0]})["values"] == [2.0]  # a whole float is fine
+    points = experiment_points("fig7a", "synth", {"loss": "ms", "values": [2.0]})
+    assert ("copies", 2) in points[-1].items and variant_name(dict(points[-1].items)) == "copies-2"
+
+
+def test_a_variant_spelt_otherwise_is_refused_not_trained_twice(tmp_path):
+    from tests.test_pipeline import snakemake
+
+    target = str(tmp_path / "results/synth/variants/nper-3+corr-off/metrics/test/triplet-iaa-seed0.json")
+    plan = snakemake(tmp_path, "-n", "--cores", "2", target)
+    said = plan.stdout + plan.stderr
+    assert plan.returncode != 0 and "variant 'nper-3+corr-off' is written 'corr-off+nper-3'" in said
+
+
+def test_loader_cache_without_a_store_fails_before_any_job(tmp_path):
+    from tests.test_pipeline import snakemake
+
+    cache = "train={'loader': 'cache', 'mode': 'finetune'}"
+    plan = snakemake(tmp_path, "-n", "--cores", "2", "all", config=(cache,))
+    said = plan.stdout + plan.stderr
+    assert plan.returncode != 0 and "train.loader is cache but prepare.decoded_store is false" in said

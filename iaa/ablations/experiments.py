@@ -152,6 +152,7 @@ def _sweep(axis: str, extra: dict[str, Any] | None = None, methods: tuple[str, .
         for method in methods:
             series = "IAA" if method == "iaa" else "baseline"
             for v in cfg["values"]:
+                v = int(v) if axis in ("k", "copies", "interval", "dim") else float(v)
                 axes = {axis: v, **(extra or {})}
                 out.append(Point(series, str(v), loss, method, _items(**axes), x=float(v)))
         return out
@@ -302,4 +303,18 @@ def experiment_config(key: str, *sections: dict[str, Any] | None) -> dict[str, A
                 f"it takes {', '.join(sorted(USED_KEYS[key]))}"
             )
         out.update(section)
+    for name in ("values", "images"):
+        for v in out.get(name, ()):
+            where = f"ablations.{key}.{name}"
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                raise IAAError(f"{where}: {v!r} is not a number")
+            if key in INTEGER_SWEEPS and not float(v).is_integer():
+                raise IAAError(f"{where}: {v!r} must be a whole number (it sets {INTEGER_SWEEPS[key]})")
     return out
+
+
+# Sweeps whose values set an integer key: a fractional value is refused before any job runs.
+INTEGER_SWEEPS = {
+    "fig6b": "K", "fig7a": "M", "fig7b": "the estimation interval", "fig8": "the embedding size",
+    "fig11": "M",
+}  # fmt: skip

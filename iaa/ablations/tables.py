@@ -99,7 +99,8 @@ def format_table(spec: dict[str, Any], rows: list[dict[str, Any]]) -> str:
             if r is None:
                 out.append("")
                 continue
-            ours = f"{_fmt(r['mean'], digits)} ± {_fmt(r['std'], digits)}"
+            ours = _fmt(r["mean"], digits)  # one seed has no sample std
+            ours += f" ± {_fmt(r['std'], digits)}" if r["seeds"] > 1 else ""
             out.append(f"{ours} ({_fmt(r['paper'], digits)})")
         lines.append(f"| {name} | " + " | ".join(out) + " |")
     if spec.get("note"):

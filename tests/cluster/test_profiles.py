@@ -122,6 +122,10 @@ def test_slurm_switches_add_gres_partitions_and_train_groups_only():
     assert "groups" not in parsed("slurm")
     with pytest.raises(Exception, match="IAA_SLURM_GPU must be gpus or gres"):
         parsed("slurm", IAA_SLURM_GPU="gpu")
+    for profile in ("slurm", "gpu"):
+        for bad in ("x", "0"):
+            with pytest.raises(Exception, match="IAA_TRAIN_JOBS_PER_GPU must be a whole number >= 1"):
+                parsed(profile, IAA_TRAIN_JOBS_PER_GPU=bad)
 
 
 @pytest.mark.parametrize("profile", ["slurm", "slurm-cpu"])

@@ -12,7 +12,9 @@ from iaa.ablations.experiments import (
     CORRELATION_PAIRS, EXPERIMENTS, TABLE_NOTES, TABLE_NUMERALS, experiment_config, experiment_points,
     primary_split,
 )
-from iaa.ablations.variants import experiment_name, resolve_variant, split_experiment, with_variant
+from iaa.ablations.variants import (
+    experiment_name, parse_variant, resolve_variant, split_experiment, variant_name, with_variant,
+)
 from iaa.benchmarks import get_benchmark as registered_benchmark, register_benchmark
 from iaa.checkpoints import EXECUTION_KEYS
 from iaa.data.datasets.custom import eval_splits_of
@@ -68,6 +70,9 @@ def bench_config(bench):
     if bench not in _BENCH_CONFIG and split_experiment(bench)[1] is not None:
         base, variant = split_experiment(bench)
         try:  # a sweep point: the benchmark's config with the variant's keys on top
+            canonical = variant_name(parse_variant(variant))
+            if canonical != variant:  # one folder per point: another spelling would train again
+                raise IAAError(f"variant {variant!r} is written {canonical!r}")
             merged = with_variant(bench_config(base), variant)
         except IAAError as err:
             raise WorkflowError(f"{bench}: {err}") from None
@@ -87,6 +92,12 @@ def bench_config(bench):
             check_train_settings(from_dict(TrainSettings, merged["train"]), config["methods"])
         except IAAError as err:
             raise WorkflowError(f"benchmark {bench}: {err}") from None
+        train = merged["train"]
+        if train["loader"] == "cache" and train["mode"] == "finetune" and not merged["prepare"]["decoded_store"]:
+            raise WorkflowError(
+                f"benchmark {bench}: train.loader is cache but prepare.decoded_store is false: set "
+                "prepare: {decoded_store: true} (or loader: auto)"
+            )
         _BENCH_CONFIG[bench] = merged
     return _BENCH_CONFIG[bench]
 
