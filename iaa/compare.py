@@ -29,6 +29,7 @@ from iaa.io import atomic_path
 from iaa.paper import TABLE_TITLES, paper_numbers
 from iaa.provenance import SELECTION_LABELS, SELECTION_RULES, MetricsRecord, read_metrics
 from iaa.runs import parse_run
+from iaa.seed_stats import mean_std
 
 log = logging.getLogger(__name__)
 
@@ -73,11 +74,6 @@ def _provenance_columns(runs: list[MetricsRecord]) -> dict[str, str]:
     }
 
 
-def _stats(vals: np.ndarray) -> tuple[float, float]:
-    """Mean and sample standard deviation (ddof=1; 0 for a single value)."""
-    return float(vals.mean()), float(vals.std(ddof=1)) if len(vals) > 1 else 0.0
-
-
 COLUMNS = [
     "kind", "table", "benchmark", "split", "row", "baseline", "metric", "recipe", "selection",
     "ours_mean", "ours_std", "seeds", "paper", "difference",
@@ -103,7 +99,7 @@ def comparison_table(grouped: Grouped, ablations: pd.DataFrame | None = None) ->
             continue
         where = f"{p.benchmark}/{p.split}/{p.row}"
         vals = np.array([_selected(r, p.metric, where) for r in runs.values()], dtype=float)
-        mean, std = _stats(vals)
+        mean, std = mean_std(vals)
         values.append(
             {
                 "kind": "value", "table": p.table, "benchmark": p.benchmark, "split": p.split,
@@ -128,7 +124,7 @@ def comparison_table(grouped: Grouped, ablations: pd.DataFrame | None = None) ->
             [_selected(runs[s], p.metric, where) - _selected(base_runs[s], p.metric, where) for s in seeds],
             dtype=float,
         )
-        mean, std = _stats(diffs)
+        mean, std = mean_std(diffs)
         paper_gain = p.value - base_value
         gains.append(
             {

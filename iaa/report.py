@@ -22,6 +22,7 @@ from iaa.errors import IAAError  # noqa: E402
 from iaa.io import atomic_path, read_json  # noqa: E402
 from iaa.provenance import EPOCH_KINDS, SELECTION_RULES, MetricsRecord, describe, read_metrics  # noqa: E402
 from iaa.runs import LOSS_TITLES, parse_run, table_rows  # noqa: E402
+from iaa.seed_stats import mean_std  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -29,13 +30,6 @@ log = logging.getLogger(__name__)
 def metric_columns(recall_k: list[int]) -> list[tuple[str, str]]:
     """(JSON key, column title) pairs in table order."""
     return [(f"recall@{k}", f"R@{k}") for k in recall_k] + [("nmi", "NMI"), ("map@r", "MAP@R"), ("rp", "RP")]
-
-
-def _mean_std(vals: np.ndarray) -> tuple[float, float]:
-    """Mean and sample standard deviation (ddof=1; 0 for one value, NaN for none)."""
-    if len(vals) == 0:
-        return float("nan"), float("nan")
-    return float(vals.mean()), float(vals.std(ddof=1)) if len(vals) > 1 else 0.0
 
 
 def build_table(records: dict[str, MetricsRecord], recall_k: list[int], losses: list[str]) -> pd.DataFrame:
@@ -60,7 +54,7 @@ def build_table(records: dict[str, MetricsRecord], recall_k: list[int], losses: 
                 scale = 1.0 if key == "epoch" else 100.0
                 found = [r.models(kind).get(key) for r in runs]
                 vals = np.array([scale * v for v in found if v is not None], dtype=float)
-                mean, std = _mean_std(vals)
+                mean, std = mean_std(vals)
                 out.append(
                     {
                         "row": row,

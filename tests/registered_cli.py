@@ -10,8 +10,8 @@ import pytest
 from iaa.errors import IAAError
 
 
-def run_registered(register: Callable, argv: list[str]) -> None:
-    """Parse ``argv`` with a parser holding only ``register``'s subcommands, and run it."""
+def registered_parser(register: Callable) -> argparse.ArgumentParser:
+    """A parser holding only the subcommands ``register`` adds (as iaa.cli.build_parser does)."""
     p = argparse.ArgumentParser()
     sub = p.add_subparsers(dest="command")
 
@@ -21,7 +21,12 @@ def run_registered(register: Callable, argv: list[str]) -> None:
         return sp
 
     register(stage)
-    args = p.parse_args(argv)
+    return p
+
+
+def run_registered(register: Callable, argv: list[str]) -> None:
+    """Parse ``argv`` with a parser holding only ``register``'s subcommands, and run it."""
+    args = registered_parser(register).parse_args(argv)
     args.func(args)
 
 

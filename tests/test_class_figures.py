@@ -1,6 +1,5 @@
 """Class-level figures (Fig. 3/4, 5, 9a) against independent numpy computations."""
 
-import argparse
 import math
 import subprocess
 import sys
@@ -20,6 +19,7 @@ from iaa.class_figures import (
     scatter_figure,
 )
 from iaa.errors import IAAError
+from tests.registered_cli import registered_parser
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -189,16 +189,7 @@ def test_errors_are_one_line(tmp_path, rng):
 
 
 def _parser():
-    p = argparse.ArgumentParser()
-    sub = p.add_subparsers(dest="command")
-
-    def stage(name, fn, help):
-        sp = sub.add_parser(name, help=help)
-        sp.set_defaults(func=fn)
-        return sp
-
-    register(stage)
-    return p
+    return registered_parser(register)
 
 
 def test_cli_draws_only_the_given_figures(tmp_path, rng):

@@ -6,7 +6,6 @@ which equals torchvision's squash: tests/test_decoded_cache.py), row by row in m
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import shutil
@@ -26,6 +25,7 @@ from iaa.data.store_writer import write_store
 from iaa.decode import decode_stage, register
 from iaa.errors import IAAError
 from iaa.io import write_manifest
+from tests.registered_cli import registered_parser
 
 SIZE = 16
 # (width, height, mode, format): shrunk, enlarged, already square, odd modes, mixed sizes
@@ -258,17 +258,8 @@ def test_loader_propagates_a_read_error_and_stops_when_closed(data: Path, tmp_pa
     assert len(drawn) == settled
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser()
-    sub = p.add_subparsers(dest="command")
-
-    def stage(name, fn, help):
-        sp = sub.add_parser(name, help=help)
-        sp.set_defaults(func=fn)
-        return sp
-
-    register(stage)
-    return p
+def _parser():
+    return registered_parser(register)
 
 
 def test_decode_cli_writes_keeps_and_rebuilds(data: Path, tmp_path: Path, caplog) -> None:

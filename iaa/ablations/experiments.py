@@ -15,7 +15,7 @@ Sources: SPEC section 6 (tables), section 7 (figures). Rows and columns carry th
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from iaa.benchmarks import get_benchmark
@@ -51,7 +51,6 @@ class Experiment:
     file: str = ""  # figures: the file stem, fig<N><letter>_<what>
     xlabel: str = ""
     ylabel: str = "R@1 (%)"
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def _items(**axes: Any) -> tuple[tuple[str, Any], ...]:

@@ -19,6 +19,7 @@ from typing import Any
 from iaa.ablations.tables import add_spec_argument, parse_spec, read_value
 from iaa.errors import IAAError
 from iaa.io import atomic_path
+from iaa.seed_stats import mean_std
 
 
 def _history(path: str) -> Any:
@@ -36,18 +37,12 @@ def _column(frame: Any, name: str, path: str) -> Any:
     return frame[name].astype(float)
 
 
-def _stats(values: list[float]) -> tuple[float, float]:
-    n = len(values)
-    mean = sum(values) / n
-    return mean, (math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else 0.0)
-
-
 def recall_points(spec: dict[str, Any]) -> list[dict[str, Any]]:
     """Rows (series, x, mean, std, seeds) of a recall sweep; x is NaN for a reference line."""
     rows = []
     for p in spec["points"]:
         values = [read_value(path, "metrics", p.get("metric", "recall@1")) for path in p["paths"]]
-        mean, std = _stats(values)
+        mean, std = mean_std(values)
         x = math.nan if p["x"] is None else float(p["x"])
         rows.append({"series": p["series"], "x": x, "mean": mean, "std": std, "seeds": len(values)})
     return rows
@@ -80,7 +75,7 @@ def cost_points(spec: dict[str, Any]) -> list[dict[str, Any]]:
             float(_column(f, "seconds_per_iteration", path).mean()) for f, path in zip(frames, p["paths"])
         ]
         mem = [float(_column(f, "peak_memory_mb", path).max()) for f, path in zip(frames, p["paths"])]
-        mean_s, std_s = _stats(secs)
+        mean_s, std_s = mean_std(secs)
         rows.append({"x": float(p["x"]), "seconds_per_iteration": mean_s, "seconds_std": std_s,
                      "peak_memory_mb": max(mem), "seeds": len(frames)})  # fmt: skip
     return sorted(rows, key=lambda r: r["x"])

@@ -18,6 +18,7 @@ from typing import Any
 
 from iaa.errors import IAAError
 from iaa.io import atomic_path
+from iaa.seed_stats import mean_std
 
 CSV_COLUMNS = ("table", "benchmark", "row", "column", "mean", "std", "seeds", "paper", "diff")
 
@@ -41,13 +42,6 @@ def read_value(path: str | os.PathLike[str], source: str, metric: str) -> float:
     raise IAAError(f"unknown cell source {source!r}")
 
 
-def _mean_std(values: list[float]) -> tuple[float, float]:
-    n = len(values)
-    mean = sum(values) / n
-    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else 0.0
-    return mean, std
-
-
 def _paper_values(numeral: str, benchmark: str) -> dict[tuple[str, str], float]:
     from iaa.paper import ablation_numbers
 
@@ -63,7 +57,7 @@ def table_rows(spec: dict[str, Any]) -> list[dict[str, Any]]:
         if not cell["paths"]:
             raise IAAError(f"table {numeral}, {cell['row']} / {cell['column']}: no runs to read")
         values = [read_value(p, cell["source"], cell["metric"]) for p in cell["paths"]]
-        mean, std = _mean_std(values)
+        mean, std = mean_std(values)
         published = paper.get((cell["row"], cell["column"]), math.nan)
         rows.append({
             "table": numeral, "benchmark": bench, "row": cell["row"], "column": cell["column"],

@@ -66,40 +66,35 @@ _BENCH_CONFIG = {}
 def bench_config(bench):
     """The config for one benchmark, lowest layer first: the schema's defaults (the paper's),
     the recipe's bundle (iaa/recipes.py), the built-in benchmarks' CPU budget
-    (config/synth.yaml), the user's config, the user's benchmark_overrides[bench]."""
-    if bench not in _BENCH_CONFIG and split_experiment(bench)[1] is not None:
-        base, variant = split_experiment(bench)
-        try:  # a sweep point: the benchmark's config with the variant's keys on top
+    (config/synth.yaml), the user's config, the user's benchmark_overrides[bench]; for a
+    sweep point (``cub200/variants/lam-0.2``), its benchmark's config with the variant's keys
+    on top. Validated, and refused with one line when it cannot train, before any job runs."""
+    if bench in _BENCH_CONFIG:
+        return _BENCH_CONFIG[bench]
+    base, variant = split_experiment(bench)
+    try:
+        if variant is None:
+            merged = layered_config(_RAW_CONFIG, bench, SYNTH_BUDGET)
+        else:
             canonical = variant_name(parse_variant(variant))
             if canonical != variant:  # one folder per point: another spelling would train again
                 raise IAAError(f"variant {variant!r} is written {canonical!r}")
             merged = with_variant(bench_config(base), variant)
-        except IAAError as err:
-            raise WorkflowError(f"{bench}: {err}") from None
-        validate(merged, SCHEMA)
-        try:
-            check_train_settings(from_dict(TrainSettings, merged["train"]), config["methods"])
-        except IAAError as err:
-            raise WorkflowError(f"{bench}: {err}") from None
-        _BENCH_CONFIG[bench] = merged
-    if bench not in _BENCH_CONFIG:
-        try:
-            merged = layered_config(_RAW_CONFIG, bench, SYNTH_BUDGET)
-        except IAAError as err:
-            raise WorkflowError(str(err)) from None
-        validate(merged, SCHEMA)
-        try:  # settings that cannot train (e.g. m = 1): one line before any job runs
-            check_train_settings(from_dict(TrainSettings, merged["train"]), config["methods"])
-        except IAAError as err:
-            raise WorkflowError(f"benchmark {bench}: {err}") from None
-        train = merged["train"]
-        if train["loader"] == "cache" and train["mode"] == "finetune" and not merged["prepare"]["decoded_store"]:
-            raise WorkflowError(
-                f"benchmark {bench}: train.loader is cache but prepare.decoded_store is false: set "
-                "prepare: {decoded_store: true} (or loader: auto)"
-            )
-        _BENCH_CONFIG[bench] = merged
-    return _BENCH_CONFIG[bench]
+    except IAAError as err:
+        raise WorkflowError(f"{bench}: {err}" if variant else str(err)) from None
+    validate(merged, SCHEMA)
+    try:  # settings that cannot train (e.g. m = 1): one line before any job runs
+        check_train_settings(from_dict(TrainSettings, merged["train"]), config["methods"])
+    except IAAError as err:
+        raise WorkflowError(f"benchmark {bench}: {err}") from None
+    train = merged["train"]
+    if train["loader"] == "cache" and train["mode"] == "finetune" and not merged["prepare"]["decoded_store"]:
+        raise WorkflowError(
+            f"benchmark {bench}: train.loader is cache but prepare.decoded_store is false: set "
+            "prepare: {decoded_store: true} (or loader: auto)"
+        )
+    _BENCH_CONFIG[bench] = merged
+    return merged
 
 
 for _bench in config["benchmarks"]:
