@@ -118,9 +118,10 @@ def run_case(case: str, args: argparse.Namespace) -> dict:
 
     from iaa import metrics
     from iaa.index import build_index, l2_normalize
+    from iaa.metrics import approximate, problem, scan
 
     faiss.omp_set_num_threads(args.threads)
-    metrics.SCREEN = args.screen
+    scan.SCREEN = args.screen
     out: dict = {"case": case, "loadavg_start": os.getloadavg(), "screen": args.screen}
     if case in ("sop", "sop-nmi"):
         x, labels, _ = clustered(60_000, 512, args.noise_sop, args.seed)
@@ -165,7 +166,7 @@ def run_case(case: str, args: argparse.Namespace) -> dict:
                 "of the symmetric score matrix, hence /2",
             )
         else:
-            p = metrics._prepare(q, ql, g, gl, exclude_self=False)
+            p = problem._prepare(q, ql, g, gl, exclude_self=False)
             with Timer() as tb:
                 index = build_index(
                     p.gallery,
@@ -177,9 +178,9 @@ def run_case(case: str, args: argparse.Namespace) -> dict:
                 )
             depth = max(RECALL_K[-1], int(p.num_positives.max()))
             with Timer() as ts:
-                ranks = metrics._approximate_ranks(p, index, depth, nprobe=None, ef_search=None)
+                ranks = approximate._approximate_ranks(p, index, depth, nprobe=None, ef_search=None)
             with Timer() as ta:
-                approx = metrics._approx_recall_vs_exact(
+                approx = approximate._approx_recall_vs_exact(
                     p, index, RECALL_K[-1], sample=1000, seed=0, nprobe=None, ef_search=None
                 )
             valid = ranks.valid
@@ -225,7 +226,7 @@ def main() -> None:
     parser.add_argument("--openblas-coretype", default=None, help="e.g. SkylakeX (AVX-512 CPUs)")
     parser.add_argument(
         "--screen", default="auto", choices=["auto", "bfloat16", "float32"],
-        help="iaa.metrics.SCREEN: the blocked pass's product precision before exact re-scoring",
+        help="iaa.metrics.scan.SCREEN: the blocked pass's product precision before exact re-scoring",
     )  # fmt: skip
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     parser.add_argument("--run", default=None, help=argparse.SUPPRESS)  # child process

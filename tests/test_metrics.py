@@ -8,16 +8,19 @@ from sklearn.metrics import normalized_mutual_info_score
 
 from iaa import metrics as M
 from iaa.index import l2_normalize
+from iaa.metrics import problem as P
+from iaa.metrics import ranks as R
+from iaa.metrics import scan as S
 
 
 @pytest.fixture(autouse=True, params=["dense", "blocked", "blocked-bf16"])
 def ranking_path(request, monkeypatch):
     """Every test runs on every exact path: full score rows, and the blocked counting pass with
     float32 products or with bfloat16 screening and float32 re-scoring."""
-    monkeypatch.setattr(M, "SCREEN", "bfloat16" if request.param == "blocked-bf16" else "float32")
-    monkeypatch.setattr(M, "_BF16_FALLBACK_SHARE", 1)  # small blocks: never fall back to float32
+    monkeypatch.setattr(S, "SCREEN", "bfloat16" if request.param == "blocked-bf16" else "float32")
+    monkeypatch.setattr(S, "_BF16_FALLBACK_SHARE", 1)  # small blocks: never fall back to float32
     if request.param.startswith("blocked"):
-        monkeypatch.setattr(M, "DENSE_GALLERY_MAX", 0)
+        monkeypatch.setattr(R, "DENSE_GALLERY_MAX", 0)
     return request.param
 
 
@@ -81,8 +84,8 @@ def assert_matches(ranks, reference):
 def test_all_vs_all_matches_brute_force_with_duplicates_and_singletons(rng, block, symmetric):
     x, labels = clustered(rng, 300, 12, 70, noise=1.5)
     labels[:5] = 1000 + np.arange(5)  # singleton classes: no positive
-    p = M._prepare(x, labels, x, labels, exclude_self=True)
-    ranks = M._exact_ranks(p, recall_cap=None, need_map=True, block_size=block, symmetric=symmetric)
+    p = P._prepare(x, labels, x, labels, exclude_self=True)
+    ranks = R._exact_ranks(p, recall_cap=None, need_map=True, block_size=block, symmetric=symmetric)
     assert_matches(ranks, brute_force(x, labels, x, labels, exclude_self=True))
     assert not ranks.valid[:5].any()
 
@@ -92,13 +95,13 @@ def test_ties_follow_gallery_order(rng, block):
     x = quantised(rng, 240)
     labels = rng.integers(0, 40, 240)
     for symmetric in (True, False):
-        p = M._prepare(x, labels, x, labels, exclude_self=True)
-        ranks = M._exact_ranks(p, recall_cap=None, need_map=True, block_size=block, symmetric=symmetric)
+        p = P._prepare(x, labels, x, labels, exclude_self=True)
+        ranks = R._exact_ranks(p, recall_cap=None, need_map=True, block_size=block, symmetric=symmetric)
         assert_matches(ranks, brute_force(x, labels, x, labels, exclude_self=True))
     q = quantised(rng, 90)
     ql = rng.integers(0, 45, 90)  # classes 40..44 are not in the gallery
-    p = M._prepare(q, ql, x, labels, exclude_self=False)
-    ranks = M._exact_ranks(p, recall_cap=None, need_map=True, block_size=block)
+    p = P._prepare(q, ql, x, labels, exclude_self=False)
+    ranks = R._exact_ranks(p, recall_cap=None, need_map=True, block_size=block)
     assert_matches(ranks, brute_force(q, ql, x, labels, exclude_self=False))
 
 
@@ -106,8 +109,8 @@ def test_query_gallery_matches_brute_force(rng):
     g, gl = clustered(rng, 260, 16, 50, noise=2.0)
     q, ql = clustered(rng, 150, 16, 55, noise=2.0)
     q[:10] = g[:10]  # exact duplicates of gallery items
-    p = M._prepare(q, ql, g, gl, exclude_self=False)
-    ranks = M._exact_ranks(p, recall_cap=None, need_map=True, block_size=64)
+    p = P._prepare(q, ql, g, gl, exclude_self=False)
+    ranks = R._exact_ranks(p, recall_cap=None, need_map=True, block_size=64)
     assert_matches(ranks, brute_force(q, ql, g, gl, exclude_self=False))
 
 
@@ -118,8 +121,8 @@ def test_untrained_embeddings_and_large_classes(rng):
     labels = np.concatenate([np.zeros(120), np.ones(80), rng.integers(2, 60, 200)]).astype(np.int64)
     ref = brute_force(x, labels, x, labels, exclude_self=True)
     for symmetric in (True, False):
-        p = M._prepare(x, labels, x, labels, exclude_self=True)
-        ranks = M._exact_ranks(p, recall_cap=None, need_map=True, block_size=32, symmetric=symmetric)
+        p = P._prepare(x, labels, x, labels, exclude_self=True)
+        ranks = R._exact_ranks(p, recall_cap=None, need_map=True, block_size=32, symmetric=symmetric)
         assert_matches(ranks, ref)
     capped = M.first_positive_ranks(x, labels, x, labels, exclude_self=True, cap=10, block_size=32)
     first = ref[0]
@@ -302,12 +305,12 @@ def test_scores_closer_than_bfloat16_resolution_are_ranked_exactly(symmetric):
     x = np.concatenate(rows).astype(np.float32)
     y = np.array(labels)
     if symmetric:
-        p = M._prepare(x, y, x, y, exclude_self=True)
+        p = P._prepare(x, y, x, y, exclude_self=True)
         ref = brute_force(x, y, x, y, exclude_self=True)
     else:
-        p = M._prepare(x[:: per_query + 1], y[:: per_query + 1], x, y, exclude_self=False)
+        p = P._prepare(x[:: per_query + 1], y[:: per_query + 1], x, y, exclude_self=False)
         ref = brute_force(x[:: per_query + 1], y[:: per_query + 1], x, y, exclude_self=False)
-    ranks = M._exact_ranks(p, recall_cap=None, need_map=True, block_size=128)
+    ranks = R._exact_ranks(p, recall_cap=None, need_map=True, block_size=128)
     assert_matches(ranks, ref)
 
 
@@ -316,17 +319,17 @@ def test_crowded_blocks_fall_back_to_float32(monkeypatch):
     # again in float32; the result must not depend on which blocks did.
     rng = np.random.default_rng(11)
     x, labels = clustered(rng, 300, 8, 20, 0.3)
-    monkeypatch.setattr(M, "SCREEN", "bfloat16")
-    monkeypatch.setattr(M, "_BF16_FALLBACK_SHARE", 10**9)  # every block falls back
+    monkeypatch.setattr(S, "SCREEN", "bfloat16")
+    monkeypatch.setattr(S, "_BF16_FALLBACK_SHARE", 10**9)  # every block falls back
     calls = {"n": 0}
-    real = M._float32_scores
+    real = S._float32_scores
 
     def spy(*args):
         calls["n"] += 1
         return real(*args)
 
-    monkeypatch.setattr(M, "_float32_scores", spy)
-    p = M._prepare(x, labels, x, labels, exclude_self=True)
-    ranks = M._exact_ranks(p, recall_cap=None, need_map=True, block_size=64)
+    monkeypatch.setattr(S, "_float32_scores", spy)
+    p = P._prepare(x, labels, x, labels, exclude_self=True)
+    ranks = R._exact_ranks(p, recall_cap=None, need_map=True, block_size=64)
     assert calls["n"] == 0
     assert_matches(ranks, brute_force(x, labels, x, labels, exclude_self=True))
