@@ -230,7 +230,7 @@ def test_output_dtype_follows_var() -> None:
 
 
 def test_two_level_selection_matches_topk() -> None:
-    from iaa.method.correction import _merge_smallest
+    from iaa.method.neighbors import _merge_smallest
 
     g = torch.Generator().manual_seed(14)
     d = torch.randn(50, 1003, generator=g)
@@ -242,6 +242,53 @@ def test_two_level_selection_matches_topk() -> None:
     everything = torch.cat([best, d], 1)
     where = torch.where(pos >= 9000, pos - 9000, pos - 2000 + 12)
     torch.testing.assert_close(everything.gather(1, where), val, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("full_row", [False, True])
+def test_exact_knn_matches_brute_force(full_row: bool) -> None:
+    from iaa.method.neighbors import exact_knn
+
+    mean, var, count = _stats(120, 7, seed=15)
+    mean[5], mean[9:13] = mean[3], mean[2]  # exact ties around the K-th neighbour
+    x, cand, k = mean.square(), count > 1, 6
+    got = exact_knn(x, var, cand, k, tile=50, full_row=full_row)
+    dx = torch.cdist(x, x, compute_mode="donot_use_mm_for_euclid_dist")
+    dy = torch.cdist(var, var, compute_mode="donot_use_mm_for_euclid_dist")
+    valid = cand.unsqueeze(0) & ~torch.eye(120, dtype=torch.bool)
+    want = dx.masked_fill(~valid, math.inf).argsort(dim=1, stable=True)[:, :k].sort(dim=1).values
+    assert got.index.dtype == torch.long and torch.equal(got.index, want)
+    # float64 expansion: coincident classes (distance 0) come out at ~sqrt(eps) |x|
+    close = {"rtol": 1e-9, "atol": 1e-7}
+    torch.testing.assert_close(got.dist_x, dx.gather(1, want), **close)
+    torch.testing.assert_close(got.dist_y, dy.gather(1, want), **close)
+    torch.testing.assert_close(got.x_lo, dx.masked_fill(~valid, math.inf).amin(1), **close)
+    if full_row:
+        torch.testing.assert_close(got.x_hi, dx.masked_fill(valid, -math.inf).amax(1), **close)
+        torch.testing.assert_close(got.y_lo, torch.zeros(120, dtype=torch.float64), **close)
+        torch.testing.assert_close(got.y_hi, dy.amax(1), **close)
+    else:
+        torch.testing.assert_close(got.x_hi, dx.masked_fill(~valid, -math.inf).amax(1), **close)
+        torch.testing.assert_close(got.y_lo, dy.masked_fill(~valid, math.inf).amin(1), **close)
+        torch.testing.assert_close(got.y_hi, dy.masked_fill(~valid, -math.inf).amax(1), **close)
+
+
+def test_exact_knn_edge_cases() -> None:
+    from iaa.method.neighbors import exact_knn
+
+    x = torch.randn(4, 3, dtype=torch.float64)
+    none = exact_knn(x, x, torch.zeros(4, dtype=torch.bool), 3)
+    assert none.index.shape == (4, 0) and none.dist_x.shape == (4, 0)
+    two = exact_knn(x, x, torch.tensor([True, True, False, False]), 5)  # all candidates, padded
+    assert two.index.shape == (4, 2) and torch.equal(two.index[2], torch.tensor([0, 1]))
+    assert two.dist_x[0].isinf().sum() == 1 and two.dist_y[0].isinf().sum() == 1
+    for bad in (
+        lambda: exact_knn(x, x[:3], torch.ones(4, dtype=torch.bool), 2),
+        lambda: exact_knn(x, x, torch.ones(4), 2),
+        lambda: exact_knn(x, x, torch.ones(4, dtype=torch.bool), 0),
+        lambda: exact_knn(x, x, torch.ones(4, dtype=torch.bool), 2, tile=0),
+    ):
+        with pytest.raises(ValueError):
+            bad()
 
 
 def test_rejects_bad_arguments() -> None:
