@@ -1,7 +1,7 @@
 """Training images/s by input path: synthetic tensors, the decoded store, or JPEGs (not a test).
 
-The training step of ``iaa train`` (GoogLeNet + 512-d embedding, MS + IAA with M = 3, Adam;
-bfloat16 autocast and channels-last on CUDA) fed by one of:
+The training step of ``iaa train`` (``--backbone``, GoogLeNet by default, + 512-d embedding,
+MS + IAA with M = 3, Adam; bfloat16 autocast and channels-last on CUDA) fed by one of:
 
 * ``synthetic``: one random uint8 batch already in pinned memory (the GPU's own rate);
 * ``store``: ``iaa.data.store_source.StoreSource`` over a decoded store of ``--images``
@@ -64,6 +64,7 @@ def main() -> None:
     p.add_argument("--data", type=Path, default=Path("/tmp/iaa_bench_feed"), help="JPEGs + store (cached)")
     p.add_argument("--images", type=int, default=3000, help="generated JPEGs")
     p.add_argument("--source-size", type=int, nargs=2, default=[500, 375], metavar=("W", "H"))
+    p.add_argument("--backbone", choices=["googlenet", "bn_inception", "resnet50"], default="googlenet")
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--workers", type=int, default=8, help="jpeg: DataLoader workers")
     p.add_argument("--threads", type=int, default=4, help="torch CPU threads")
@@ -89,7 +90,7 @@ def main() -> None:
         source = StoreSource(store, rows, labels_np, frame["split"].to_numpy(), opts, device)
     elif a.source == "jpeg":
         source = ImageSource(read_manifest(manifest), ("train",), opts)
-    model = EmbeddingModel(512, backbone="googlenet", backbone_kwargs={"pretrained": False})
+    model = EmbeddingModel(512, backbone=a.backbone, backbone_kwargs={"pretrained": False})
     place_model(model, device, channels_last=cuda)
     forward = torch.compile(model) if a.compile else model
     model.train()
@@ -141,8 +142,8 @@ def main() -> None:
         torch.cuda.synchronize()
     elapsed = time.perf_counter() - t0
     peak = f", peak GPU memory {torch.cuda.max_memory_allocated() / 2**20:.0f} MiB" if cuda else ""
-    print(f"RESULT {a.tag} source={a.source} batch={a.batch} compile={int(a.compile)} on {device}: "
-          f"{seen / elapsed:.1f} images/s over {elapsed:.1f} s{peak}")  # fmt: skip
+    print(f"RESULT {a.tag} source={a.source} backbone={a.backbone} batch={a.batch} compile={int(a.compile)} "
+          f"on {device}: {seen / elapsed:.1f} images/s over {elapsed:.1f} s{peak}")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -5,8 +5,12 @@
 #      tensors, by the decoded store of 3,000 generated JPEGs (train.loader: cache), and by
 #      the same JPEGs through 8 DataLoader workers (train.loader: workers), with peak memory;
 #   3. the same store-fed step under torch.compile (train.compile);
-#   4. the aggregate images/s of 1, 2 and 4 store-fed training processes on the one GPU.
-# Results go to $OUT (the device tool's folder) and to the terminal; RESULT lines are the numbers.
+#   4. the aggregate images/s of 1, 2 and 4 store-fed training processes on the one GPU;
+#   5. the synthetic-input step of BN-Inception and ResNet-50 (batch 256, Tables IV-V);
+#   6. benchmarks/device_summary.py: the ratios, IAA_TRAIN_JOBS_PER_GPU, and the estimated
+#      training hours of config/paper.yaml (Table III) and config/sota.yaml on one GPU.
+# Results go to $OUT (the device tool's folder) and to the terminal; RESULT lines are the
+# numbers, SUMMARY lines what they imply. Typical run: about 5 minutes.
 #
 # Prepare on the CPU machine: the GPU machine is offline, so bring the wheels it may lack:
 #   pip download --no-deps -d .whl pytorch-metric-learning faiss-cpu
@@ -29,17 +33,17 @@ timeout 75 python3 -m pytest -q -p no:cacheprovider -rs tests/test_device_augmen
 echo "== 2. training step by input path"
 timeout 60 python3 benchmarks/bench_feed.py --prepare-only --images 3000 2>&1 | tee "$OUT/feed.txt"
 for source in synthetic store; do
-    timeout 50 python3 benchmarks/bench_feed.py --source "$source" --seconds 15 --tag single 2>&1 | tee -a "$OUT/feed.txt" | grep RESULT
+    timeout 50 python3 benchmarks/bench_feed.py --source "$source" --seconds 12 --tag single 2>&1 | tee -a "$OUT/feed.txt" | grep RESULT
 done
-timeout 60 python3 benchmarks/bench_feed.py --source jpeg --workers 8 --seconds 15 --tag single 2>&1 | tee -a "$OUT/feed.txt" | grep RESULT
+timeout 60 python3 benchmarks/bench_feed.py --source jpeg --workers 8 --seconds 12 --tag single 2>&1 | tee -a "$OUT/feed.txt" | grep RESULT
 
 echo "== 3. torch.compile (train.compile), store-fed"
-timeout 75 python3 benchmarks/bench_feed.py --source store --compile --warmup 8 --seconds 15 --tag compile 2>&1 | tee -a "$OUT/feed.txt" | grep RESULT
+timeout 75 python3 benchmarks/bench_feed.py --source store --compile --warmup 8 --seconds 12 --tag compile 2>&1 | tee -a "$OUT/feed.txt" | grep RESULT
 
 echo "== 4. concurrent store-fed trainings on the one GPU"
 for n in 2 4; do
     for i in $(seq "$n"); do
-        timeout 60 python3 benchmarks/bench_feed.py --source store --threads 2 --seconds 20 --tag "concurrent$n" \
+        timeout 60 python3 benchmarks/bench_feed.py --source store --threads 2 --seconds 15 --tag "concurrent$n" \
             >"$OUT/concurrent${n}_$i.txt" 2>&1 &
     done
     wait
@@ -48,3 +52,12 @@ for n in 2 4; do
         '{for (i = 1; i <= NF; i++) if ($(i + 1) == "images/s") s += $i} END {print "AGGREGATE", n, "processes:", s, "images/s"}' \
         | tee -a "$OUT/feed.txt"
 done
+
+echo "== 5. other backbones, synthetic input, batch 256"
+for backbone in bn_inception resnet50; do
+    timeout 50 python3 benchmarks/bench_feed.py --source synthetic --backbone "$backbone" --batch 256 --warmup 3 \
+        --seconds 10 --tag single 2>&1 | tee -a "$OUT/feed.txt" | grep RESULT
+done
+
+echo "== 6. summary"
+python3 benchmarks/device_summary.py "$OUT" | tee "$OUT/summary.txt"
