@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from iaa.data.datasets.common import build_resized_cache
+from iaa.data.datasets.resized_cache import build_resized_cache
 from iaa.data.images import ImageDataset, train_transform
 from iaa.data.sources import model_forward, place_model
 from iaa.losses import baseline_call, build_loss, iaa_call

@@ -14,7 +14,8 @@ from PIL import Image
 from iaa.benchmarks import get_benchmark
 from iaa.cli import main
 from iaa.data.datasets import READERS
-from iaa.data.datasets.common import CACHE_MARKER, warn_if_unofficial
+from iaa.data.datasets.common import warn_if_unofficial
+from iaa.data.datasets.resized_cache import CACHE_MARKER
 from iaa.errors import IAAError
 from iaa.io import read_manifest
 from iaa.prepare import prepare_stage

@@ -19,8 +19,8 @@ import pytest
 from PIL import Image, ImageFile
 
 from iaa.data.datasets import READERS
-from iaa.data.datasets import common as common_module
-from iaa.data.datasets.common import to_rgb, verify_images
+from iaa.data.datasets import image_checks as image_checks_module
+from iaa.data.datasets.image_checks import to_rgb, verify_images
 from iaa.data.images import load_rgb
 from iaa.errors import IAAError
 from iaa.io import read_manifest
@@ -179,7 +179,7 @@ def test_full_decode_check_still_runs_in_parallel(tmp_path, monkeypatch):
         time.sleep(0.002)
         return None
 
-    monkeypatch.setattr(common_module, "_check_image", slow_check)
+    monkeypatch.setattr(image_checks_module, "_check_image", slow_check)
     assert verify_images(tmp_path, [f"{i}.jpg" for i in range(400)], threads=4) == {}
     assert len(seen) > 1
 

@@ -20,7 +20,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
-from iaa.data.datasets.common import to_rgb
+from iaa.data.datasets.image_checks import to_rgb
 from iaa.errors import IAAError
 
 if TYPE_CHECKING:  # annotations only: the runtime import is lazy (see the module docstring)
@@ -126,7 +126,7 @@ def eval_transform(
 
 
 def load_rgb(path: Path) -> Image.Image:
-    """The image at ``path`` as 8-bit RGB, by :func:`iaa.data.datasets.common.to_rgb`: 16-bit
+    """The image at ``path`` as 8-bit RGB, by :func:`iaa.data.datasets.image_checks.to_rgb`: 16-bit
     images scaled to 8 bits (not clipped to white), alpha dropped. EXIF orientation is not
     applied: photos are read as stored, as torchvision's loaders read them (README, "Images").
     A missing or undecodable file is a one-line IAAError."""

@@ -10,7 +10,7 @@
 Without a split, the classes are split into disjoint train and test classes: the first
 half in sorted order trains, as on CUB and Cars (``test_fraction=None``), or a random
 ``test_fraction`` of them tests (``seed``). Every image is then decoded in full once, as
-the five benchmarks' readers do (:func:`~iaa.data.datasets.common.verify_images`).
+the five benchmarks' readers do (:func:`~iaa.data.datasets.image_checks.verify_images`).
 """
 
 from __future__ import annotations
@@ -23,13 +23,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from iaa.data.datasets.common import (
-    _EXAMPLES,
-    build_resized_cache,
-    cache_filter,
-    drop_bad_images,
-    verify_images,
-)
+from iaa.data.datasets.image_checks import _EXAMPLES, drop_bad_images, verify_images
+from iaa.data.datasets.resized_cache import build_resized_cache, cache_filter
 from iaa.errors import IAAError
 from iaa.io import MANIFEST_COLUMNS, write_manifest
 
