@@ -97,7 +97,7 @@ def cmd_index(a: argparse.Namespace) -> None:
 
 
 def cmd_search(a: argparse.Namespace) -> None:
-    from iaa.index import search_stage
+    from iaa.search import search_stage
 
     search_stage(a.index, a.query, a.k, a.out, split=a.split)
 

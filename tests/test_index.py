@@ -1,4 +1,4 @@
-"""FAISS index helpers and the index/search stages."""
+"""FAISS indexes and their search (iaa.index, iaa.search): the index and search stages."""
 
 from __future__ import annotations
 
@@ -16,11 +16,10 @@ from iaa.index import (
     l2_normalize,
     read_index,
     read_index_ids,
-    search,
-    search_stage,
     write_index,
 )
 from iaa.io import write_embeddings
+from iaa.search import search, search_stage
 
 
 def brute_top_k(q, g, k, exclude_self=False):

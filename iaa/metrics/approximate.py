@@ -10,8 +10,8 @@ from __future__ import annotations
 import faiss
 import numpy as np
 
-from iaa.index import search
 from iaa.metrics.problem import _Problem, _Ranks
+from iaa.search import search
 
 
 def _approximate_ranks(
