@@ -59,7 +59,9 @@ def test_a_folder_of_your_own_through_snakemake_all_to_table3(tmp_path):
     }  # fmt: skip
     config = tmp_path / "parts.yaml"
     config.write_text(yaml.safe_dump(overlay))
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    # The rules call `iaa`: the interpreter's own bin first, so an unactivated venv works too.
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
+    env = {**os.environ, "PATH": path, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     cmd = [
         sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"),
         "--directory", str(tmp_path), "--cores", "2", "all", "--configfile", str(config),
