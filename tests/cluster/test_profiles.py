@@ -104,7 +104,8 @@ def test_slurm_profiles_differ_only_in_gpu_requests():
 def test_slurm_switches_add_gres_partitions_and_train_groups_only():
     """IAA_SLURM_GPU=gres asks for --gres=gpu:1; partitions go to GPU and CPU rules apart;
     IAA_TRAIN_JOBS_PER_GPU=N groups N train jobs on one GPU (gres, a string, is not summed
-    over a group); every runtime and memory stays as without switches."""
+    over a group) and gives train N times its runtime; every other runtime and memory stays
+    as without switches."""
     plain = set_resources("slurm")
     sizes = {r: {k: v for k, v in res.items() if k in ("runtime", "mem_mb")} for r, res in plain.items()}
     env = dict(IAA_SLURM_GPU="gres", IAA_SLURM_GPU_PARTITION="gpuq", IAA_SLURM_CPU_PARTITION="cpuq")
@@ -119,13 +120,33 @@ def test_slurm_switches_add_gres_partitions_and_train_groups_only():
     assert shared["groups"] == ["train=train_gpu"] and shared["group-components"] == ["train_gpu=4"]
     res = set_resources("slurm", IAA_TRAIN_JOBS_PER_GPU="4")
     assert res["train"]["gres"] == "gpu:1" and "gpu" not in res["train"] and res["export"]["gpu"] == 1
+    # The plugin runs a group's jobs one after another (--jobs 1 in the allocation; upstream
+    # #469) and a group asks for its longest job's time: each train job asks for four runs'.
+    for bench in BENCHMARKS:
+        assert size(res["train"]["runtime"], bench) == 4 * size(plain["train"]["runtime"], bench)
+    assert {r: v for r, v in res.items() if r != "train"} == {r: v for r, v in plain.items() if r != "train"}
     assert "groups" not in parsed("slurm")
-    with pytest.raises(Exception, match="IAA_SLURM_GPU must be gpus or gres"):
-        parsed("slurm", IAA_SLURM_GPU="gpu")
-    for profile in ("slurm", "gpu"):
-        for bad in ("x", "0"):
-            with pytest.raises(Exception, match="IAA_TRAIN_JOBS_PER_GPU must be a whole number >= 1"):
-                parsed(profile, IAA_TRAIN_JOBS_PER_GPU=bad)
+
+
+@pytest.mark.parametrize(
+    ("profile", "env", "message"),
+    [
+        ("slurm", {"IAA_SLURM_GPU": "gpu"}, "profile slurm: IAA_SLURM_GPU must be gpus or gres, not 'gpu'"),
+        *[
+            (
+                p,
+                {"IAA_TRAIN_JOBS_PER_GPU": bad},
+                f"profile {p}: IAA_TRAIN_JOBS_PER_GPU must be a whole number >= 1, not {bad!r}",
+            )
+            for p in ("slurm", "gpu")
+            for bad in ("x", "0", " 2", "2.5")
+        ],
+    ],
+)
+def test_a_bad_switch_is_one_line_and_exit_2(profile, env, message, capsys):
+    with pytest.raises(SystemExit) as stop:
+        parsed(profile, **env)
+    assert stop.value.code == 2 and capsys.readouterr().err == message + "\n"
 
 
 @pytest.mark.parametrize("profile", ["slurm", "slurm-cpu"])
