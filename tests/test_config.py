@@ -1,5 +1,8 @@
 """The schema is the pipeline's source of defaults; the stage dataclasses must agree with it."""
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -13,6 +16,7 @@ from iaa.recipes import layered_config
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = str(ROOT / "workflow" / "schemas" / "config.schema.yaml")
+TINY = ROOT / "tests" / "configs" / "tiny.yaml"
 
 
 def filled(config: dict) -> dict:
@@ -57,3 +61,38 @@ def test_settings_json_rejects_unknown_keys_and_bad_json():
     with pytest.raises(IAAError, match="not valid JSON"):
         parse_settings(TrainSettings, "{epochs: 1")
     assert parse_settings(TrainSettings, '{"iaa": {"copies": 2}}').iaa.copies == 2
+
+
+@pytest.mark.parametrize(
+    "overlay, line",
+    [
+        (  # an unknown key: named by its path, with the keys allowed there
+            "train: {loadr: cache}\n",
+            "config: train.loadr: unknown key (did you mean 'loader'? allowed: amp, batch_size,",
+        ),
+        ("train: {loader: gpu}\n", "config: train.loader: 'gpu' is not one of ['auto', 'workers', 'cache']"),
+        ("train: {epochs: many}\n", "config: train.epochs: 'many' is not of type 'integer'"),
+        ("seeds: [0, zero]\n", "config: seeds[1]: 'zero' is not of type 'integer'"),
+        (  # checked on the benchmark's merged config, named where the user wrote it
+            "benchmark_overrides: {synth: {train: {epochs: 0}}}\n",
+            "config: benchmark_overrides.synth.train.epochs: 0 is less than the minimum of 1",
+        ),
+        ("benchmarks: [mien]\n", "config: benchmarks: unknown benchmark 'mien'; known: "),
+    ],
+)
+def test_workflow_names_a_config_mistake_in_one_line_and_exits_2(tmp_path, overlay, line):
+    path = tmp_path / "overlay.yaml"
+    path.write_text(overlay)
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    cmd = [
+        sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"),
+        "--directory", str(tmp_path), "-n", "--cores", "1", "all",
+        "--configfile", str(TINY), str(path), "--config", f"results_dir={tmp_path / 'results'}",
+    ]  # fmt: skip
+    result = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    said = result.stdout + result.stderr
+    assert result.returncode == 2, said[-3000:]
+    assert result.stdout == "" and len(result.stderr.splitlines()) == 1, said[-3000:]
+    assert result.stderr.startswith(line), result.stderr
+    assert "Traceback" not in said and "schema" not in said
+    assert not (tmp_path / "results").exists()

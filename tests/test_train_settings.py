@@ -114,7 +114,10 @@ def _dry_run(workdir: Path, overlay: str) -> subprocess.CompletedProcess:
     "overlay, expected",
     [
         # the schema's minimum catches m = 1, naming the key by its path in the config
-        ("train: {samples_per_class: 1}\n", "['train']['samples_per_class']"),
+        (
+            "train: {samples_per_class: 1}\n",
+            "config: train.samples_per_class: 1 is less than the minimum of 2",
+        ),
         (
             "train: {samples_per_class: 4, batch_size: 4}\n",
             "benchmark synth: train.batch_size (4) must exceed train.samples_per_class (4)",
@@ -136,12 +139,14 @@ def test_workflow_refuses_settings_that_cannot_train_before_any_job(tmp_path, ov
         assert result.returncode == 0, output[-3000:]
         assert "train" in result.stdout
         return
-    assert result.returncode != 0
-    lines = [line for line in output.splitlines() if expected in line]
-    assert lines, output[-3000:]
-    if expected.startswith("benchmark"):  # our own check: the whole reason on that one line
-        assert lines[0].rstrip().endswith(("no negatives", "every IAA run would be a baseline run")), lines[0]
-    assert "Job stats" not in output
+    # a config mistake: one line on stderr, exit 2, nothing else printed
+    assert result.returncode == 2, output[-3000:]
+    assert result.stdout == "" and len(result.stderr.splitlines()) == 1, output[-3000:]
+    line = result.stderr.strip()
+    assert expected in line, line
+    if "benchmark" in expected:  # our own check: the whole reason on that one line
+        assert line.startswith("config: benchmark synth: "), line
+        assert line.endswith(("no negatives", "every IAA run would be a baseline run")), line
 
 
 # --------------------------------------------------------------------------- options reach training

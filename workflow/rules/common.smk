@@ -1,7 +1,9 @@
 # Config validation and the helpers every rule file uses.
 import copy
+import difflib
 import json
 import shlex
+import sys
 
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
@@ -27,6 +29,56 @@ from iaa.runs import PRETRAINED, run_name
 SCHEMA = workflow.source_path("../schemas/config.schema.yaml")
 
 
+def config_error(msg):
+    """A mistake in the config, found while reading it: one line on stderr and exit 2, before
+    any job runs (Snakemake 9 lets SystemExit through and prints nothing more)."""
+    print(f"config: {msg}", file=sys.stderr)
+    sys.exit(2)
+
+
+def checked(fn, *args):
+    """``fn(*args)`` while the config is read: its WorkflowError (the same helpers raise them
+    from input functions later, where Snakemake reports them) becomes config_error's line."""
+    try:
+        return fn(*args)
+    except WorkflowError as err:
+        config_error(str(err))
+
+
+def schema_problem(data):
+    """Validate ``data`` against the schema, filling in its defaults (snakemake.utils.validate):
+    None, or the jsonschema ValidationError found."""
+    import jsonschema
+
+    try:
+        validate(data, SCHEMA)
+    except WorkflowError as err:
+        cause = err.__cause__ or err.__context__  # raised while handling jsonschema's error
+        if not isinstance(cause, jsonschema.ValidationError):
+            raise
+        return cause
+    return None
+
+
+def schema_message(error, root=()):
+    """One line for a ValidationError, naming the key by its path in the config (``root`` +
+    jsonschema's absolute_path): ``train.loader: 'gpu' is not one of [...]``."""
+    where = ""
+    for part in (*root, *error.absolute_path):
+        where += f"[{part}]" if isinstance(part, int) else f".{part}" if where else str(part)
+    schema = error.schema if isinstance(error.schema, dict) else {}
+    if error.validator == "additionalProperties" and schema.get("additionalProperties") is False:
+        allowed = sorted(schema.get("properties", {}))
+        unknown = [k for k in error.instance if k not in allowed]
+        if unknown and not schema.get("patternProperties"):
+            near = difflib.get_close_matches(str(unknown[0]), allowed, n=1)
+            hint = f"did you mean {near[0]!r}? " if near else ""
+            key = f"{where}.{unknown[0]}" if where else unknown[0]
+            return f"{key}: unknown key ({hint}allowed: {', '.join(allowed)})"
+    message = " ".join(error.message.split())
+    return f"{where}: {message}" if where else message
+
+
 def get_benchmark(name):
     """The benchmark of an experiment: ``cub200`` itself, or the benchmark a sweep point
     (``cub200/variants/lam-0.2``, iaa.ablations.variants) trains on."""
@@ -49,7 +101,8 @@ config.update(_coerced)
 # Keep the user's config before defaults are filled in: a benchmark's config is built in
 # layers and the result validated (and defaulted) on its own.
 _RAW_CONFIG = copy.deepcopy(config)
-validate(config, SCHEMA)
+if (_problem := schema_problem(config)) is not None:
+    config_error(schema_message(_problem))
 # Datasets of your own become benchmarks under their key, before any name is looked up.
 for _name, _spec in config["datasets"].items():
     try:
@@ -58,7 +111,7 @@ for _name, _spec in config["datasets"].items():
             eval_splits=eval_splits_of(_spec["format"], _spec["manifest"]),
         )
     except IAAError as err:
-        raise WorkflowError(f"datasets.{_name}: {err}") from None
+        config_error(f"datasets.{_name}: {err}")
 RESULTS = config["results_dir"]
 _BENCH_CONFIG = {}
 
@@ -82,7 +135,14 @@ def bench_config(bench):
             merged = with_variant(bench_config(base), variant)
     except IAAError as err:
         raise WorkflowError(f"{bench}: {err}" if variant else str(err)) from None
-    validate(merged, SCHEMA)
+    problem = schema_problem(merged)
+    if problem is not None:  # named in benchmark_overrides[bench] when the key is set there
+        node = _RAW_CONFIG.get("benchmark_overrides", {}).get(bench)
+        for part in problem.absolute_path:
+            node = node.get(part) if isinstance(node, dict) else None
+        if variant is None and node is not None:
+            raise WorkflowError(schema_message(problem, ("benchmark_overrides", bench)))
+        raise WorkflowError(f"benchmark {bench}: {schema_message(problem)}")
     try:  # settings that cannot train (e.g. m = 1): one line before any job runs
         check_train_settings(from_dict(TrainSettings, merged["train"]), config["methods"])
     except IAAError as err:
@@ -101,8 +161,8 @@ for _bench in config["benchmarks"]:
     try:
         get_benchmark(_bench)
     except IAAError as err:
-        raise WorkflowError(f"benchmarks: {err}") from None
-    bench_config(_bench)
+        config_error(f"benchmarks: {err}")
+    checked(bench_config, _bench)
 
 
 def embed_splits(wildcards):
@@ -184,12 +244,12 @@ def custom_dataset(bench):
 
 for _bench in config["benchmarks"]:
     if not get_benchmark(_bench).builtin and custom_dataset(_bench) is None:
-        data_root(_bench)  # a missing data_root fails before any job runs
+        checked(data_root, _bench)  # a missing data_root fails before any job runs
 for _bench in config["benchmark_overrides"]:
     try:  # a misspelt benchmark name would silently override nothing
         get_benchmark(_bench)
     except IAAError as err:
-        raise WorkflowError(f"benchmark_overrides: {err}") from None
+        config_error(f"benchmark_overrides: {err}")
 
 
 def paper_benchmarks():
@@ -446,10 +506,10 @@ def ablation_targets():
 
 
 for _key in EXPERIMENTS.keys() | {"fig3", "fig5", "fig9a", "fig12", "fig13", "fig14"}:
-    ablation_config(_key)  # a key an experiment does not use fails before any job runs
+    checked(ablation_config, _key)  # a key an experiment does not use fails before any job runs
 for _key in ("fig5", "fig9a"):
     if config["ablations"].get(_key, {}).get("benchmarks"):
-        raise WorkflowError(f"ablations.{_key}: drawn with fig3 by one rule; set fig3's benchmarks instead")
+        config_error(f"ablations.{_key}: drawn with fig3 by one rule; set fig3's benchmarks instead")
 
 
 wildcard_constraints:
