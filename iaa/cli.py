@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import NamedTuple, NoReturn
 
 from iaa.cli_args import HelpFormatter, ListAction, int_list, json_dict, str_list
 from iaa.cli_commands import (
@@ -47,18 +49,122 @@ COMMAND_MODULES = (
 DESCRIPTION = "The iaa command: one subcommand per pipeline stage, each a thin call into its module."
 
 
+# --------------------------------------------------------------------------- value types
+# Every numeric option states its domain in its type, so a value outside it is one line from
+# argparse ("iaa train: error: argument --workers: must be a whole number >= 0, not -1", exit
+# 2) before any work starts. The same domains check the --settings JSON (iaa.cli_commands).
+
+
+class Domain(NamedTuple):
+    """The values a number may take: ``what`` says it in words ("a whole number >= 0")."""
+
+    what: str
+    whole: bool
+    low: float | None = None
+    low_open: bool = False
+    high: float | None = None
+    high_open: bool = False
+
+    def admits(self, value: object) -> bool:
+        if isinstance(value, bool) or not isinstance(value, int if self.whole else (int, float)):
+            return False
+        if not math.isfinite(value):
+            return False
+        if self.low is not None and (value <= self.low if self.low_open else value < self.low):
+            return False
+        return self.high is None or (value < self.high if self.high_open else value <= self.high)
+
+
+NONNEGATIVE_INT = Domain("a whole number >= 0", whole=True, low=0)
+POSITIVE_INT = Domain("a whole number >= 1", whole=True, low=1)
+POSITIVE_FLOAT = Domain("a number > 0", whole=False, low=0, low_open=True)
+NONNEGATIVE_FLOAT = Domain("a number >= 0", whole=False, low=0)
+UNIT_INTERVAL = Domain("a number from 0 to 1", whole=False, low=0, high=1)
+OPEN_UNIT_INTERVAL = Domain(
+    "a number between 0 and 1 (exclusive)", whole=False, low=0, low_open=True, high=1, high_open=True
+)
+FRACTION = Domain("a number > 0 and <= 1", whole=False, low=0, low_open=True, high=1)
+
+
+def _shown(text: str) -> str:
+    return text if text and text == text.strip() else repr(text)
+
+
+def _number(text: str, domain: Domain) -> int | float:
+    try:
+        value: int | float = int(text) if domain.whole else float(text)
+    except ValueError:
+        value = math.nan
+    if not domain.admits(value):
+        raise argparse.ArgumentTypeError(f"must be {domain.what}, not {_shown(text)}")
+    return value
+
+
+def nonnegative_int(text: str) -> int:
+    """A count that may be 0 (worker processes, seeds)."""
+    return int(_number(text, NONNEGATIVE_INT))
+
+
+def positive_int(text: str) -> int:
+    """A count of at least 1 (threads, neighbours, pixels, restarts)."""
+    return int(_number(text, POSITIVE_INT))
+
+
+def positive_float(text: str) -> float:
+    return float(_number(text, POSITIVE_FLOAT))
+
+
+def nonnegative_float(text: str) -> float:
+    return float(_number(text, NONNEGATIVE_FLOAT))
+
+
+def unit_interval(text: str) -> float:
+    """A weight or probability in [0, 1]."""
+    return float(_number(text, UNIT_INTERVAL))
+
+
+def open_unit_interval(text: str) -> float:
+    """A fraction strictly between 0 and 1 (a share of the classes)."""
+    return float(_number(text, OPEN_UNIT_INTERVAL))
+
+
+def positive_int_list(text: str) -> list[int]:
+    """A list option's token (``int_list``) whose every number is at least 1 (the K of Recall@K)."""
+    values = int_list(text)
+    if not all(POSITIVE_INT.admits(v) for v in values):
+        raise argparse.ArgumentTypeError(f"must be whole numbers >= 1, not {_shown(text)}")
+    return values
+
+
+def flag01(text: str) -> bool:
+    """A switch given as 0 or 1, as the workflow passes it (``--compile {resources.iaa_compile}``)."""
+    if text.strip() not in ("0", "1"):
+        raise argparse.ArgumentTypeError(f"must be 0 or 1, not {_shown(text)}")
+    return text.strip() == "1"
+
+
 # --------------------------------------------------------------------------- parser
 
 
+class Parser(argparse.ArgumentParser):
+    """A usage error is one line, ``iaa train: error: argument --workers: must be ...``, exit
+    status 2, as every other error the user can fix; ``iaa STAGE --help`` shows the usage."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="iaa",
         description=DESCRIPTION,
         epilog="Errors you can fix (a missing file, a bad setting) are one line, exit status 2. "
         "List options take values space- or comma-separated (--recall-k 1 2 4 8, or 1,2,4,8).",
         formatter_class=HelpFormatter,
     )
-    p.add_argument("--threads", type=int, default=None, help="torch/FAISS/OpenMP threads (default: all CPUs)")
+    p.add_argument(
+        "--threads", type=positive_int, default=None, help="torch/FAISS/OpenMP threads (default: all CPUs)"
+    )
     p.add_argument("-v", "--verbose", action="store_true", help="log DEBUG messages too (default: INFO)")
     sub = p.add_subparsers(dest="command", required=True, metavar="STAGE")
 
@@ -76,7 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--out", type=Path, required=True, help="manifest Parquet")
     sp.add_argument("--data-dir", type=Path, default=None, help="synth: where images are written")
     sp.add_argument(
-        "--seed", type=int, default=0,
+        "--seed", type=nonnegative_int, default=0,
         help="synth: random seed of the generated images; folder/csv: of the --test-fraction class split",
     )  # fmt: skip
     sp.add_argument("--synth", type=json_dict, default=None, help="JSON overrides of the synth spec")
@@ -92,7 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="csv: your table (.csv or .parquet) with columns path, label and optionally split",
     )  # fmt: skip
     sp.add_argument(
-        "--test-fraction", type=float, default=None,
+        "--test-fraction", type=open_unit_interval, default=None,
         help="folder/csv without a split: test a random fraction of the classes (--seed); default: the "
         "second half of the classes in sorted order",
     )  # fmt: skip
@@ -107,7 +213,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="write resized copies here and point the manifest at them",
     )
-    sp.add_argument("--cache-size", type=int, default=256, help="side of the cached square copies, in pixels")
+    sp.add_argument(
+        "--cache-size", type=positive_int, default=256, help="side of the cached square copies, in pixels"
+    )
     sp.add_argument(
         "--cache-square", action=argparse.BooleanOptionalAction, default=True,
         help="cache copies squashed to --cache-size squared (train.square_resize); --no-cache-square"
@@ -121,13 +229,15 @@ def build_parser() -> argparse.ArgumentParser:
     sp = stage("pretrain", cmd_pretrain, "softmax-pretrain the synth backbone on the pretrain classes")
     sp.add_argument("--manifest", type=Path, required=True, help="the synth manifest Parquet (prepare)")
     sp.add_argument("--out", type=Path, required=True, help="backbone checkpoint (.pt)")
-    sp.add_argument("--seed", type=int, default=0, help="random seed (initialisation, batches)")
+    sp.add_argument("--seed", type=nonnegative_int, default=0, help="random seed (initialisation, batches)")
     sp.add_argument("--settings", default=None, help="JSON: the config's pretrain section")
 
     def image_args(sp: argparse.ArgumentParser) -> None:
-        sp.add_argument("--image-size", type=int, default=224, help="side of the center crop, in pixels")
         sp.add_argument(
-            "--resize", type=int, default=None,
+            "--image-size", type=positive_int, default=224, help="side of the center crop, in pixels"
+        )
+        sp.add_argument(
+            "--resize", type=positive_int, default=None,
             help="resize to this square (the shorter side, with --no-square-resize) before the center "
             "crop, in pixels (default: --image-size)",
         )  # fmt: skip
@@ -139,7 +249,10 @@ def build_parser() -> argparse.ArgumentParser:
             "--interpolation", choices=["bilinear", "lanczos"], default="bilinear", help="resize filter"
         )
         sp.add_argument(
-            "--workers", type=int, default=0, help="DataLoader worker processes (0: load in the main process)"
+            "--workers",
+            type=nonnegative_int,
+            default=0,
+            help="DataLoader worker processes (0: load in the main process)",
         )
 
     def weight_args(sp: argparse.ArgumentParser) -> None:
@@ -184,7 +297,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument(
         "--method", required=True, choices=["baseline", "iaa"], help="the loss alone, or with IAA's synthesis"
     )
-    sp.add_argument("--seed", type=int, default=0, help="random seed (initialisation, batches, noise)")
+    sp.add_argument(
+        "--seed", type=nonnegative_int, default=0, help="random seed (initialisation, batches, noise)"
+    )
     sp.add_argument("--features", type=Path, default=None, help="head mode: features Parquet")
     sp.add_argument("--manifest", type=Path, default=None, help="finetune mode: manifest")
     sp.add_argument("--backbone", type=Path, default=None, help="finetune mode: backbone checkpoint")
@@ -212,7 +327,7 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     # Execution settings: how fast, never what is computed (iaa.checkpoints.EXECUTION_KEYS).
     sp.add_argument(
-        "--workers", type=int, default=None,
+        "--workers", type=nonnegative_int, default=None,
         help="DataLoader worker processes of the JPEG path (default: the settings' train.workers, 0)",
     )  # fmt: skip
     sp.add_argument(
@@ -221,7 +336,7 @@ def build_parser() -> argparse.ArgumentParser:
         "the device (cache); auto: the store on CUDA when it exists (default: the settings', auto)",
     )  # fmt: skip
     sp.add_argument(
-        "--compile", type=lambda v: bool(int(v)), default=None, metavar="0|1",
+        "--compile", type=flag01, default=None, metavar="0|1",
         help="torch.compile the model on CUDA (default: the settings' train.compile, 0)",
     )  # fmt: skip
 
@@ -258,7 +373,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("index", type=Path, help="index file written by 'iaa index' (.faiss)")
     sp.add_argument("--query", type=Path, required=True, help="embeddings Parquet")
     sp.add_argument("--split", default=None, help="query rows of this split only")
-    sp.add_argument("--k", type=int, default=10, help="neighbours per query")
+    sp.add_argument("--k", type=positive_int, default=10, help="neighbours per query")
     sp.add_argument("--out", type=Path, required=True, help="neighbours Parquet")
 
     sp = stage("evaluate", cmd_evaluate, "Recall@K, NMI, MAP@R and RP of an embeddings file -> JSON")
@@ -270,7 +385,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--out", type=Path, required=True, help="metrics JSON: final and selected models")
     sp.add_argument("--split", default=None, help="test, test-*, or query (query vs gallery)")
     sp.add_argument(
-        "--recall-k", type=int_list, action=ListAction, default=[1, 2, 4, 8], metavar="K",
+        "--recall-k", type=positive_int_list, action=ListAction, default=[1, 2, 4, 8], metavar="K",
         help="the K of Recall@K, space- or comma-separated (1 2 4 8, or 1,2,4,8; space-separated,"
         " give the embeddings file before it)",
     )  # fmt: skip
@@ -279,8 +394,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--index", default="flat", choices=["flat", "ivf", "hnsw"],
         help="FAISS index of the neighbour search (flat: exact)",
     )  # fmt: skip
-    sp.add_argument("--seed", type=int, default=0, help="k-means seed for NMI")
-    sp.add_argument("--nmi-redo", type=int, default=1, help="k-means restarts")
+    sp.add_argument("--seed", type=nonnegative_int, default=0, help="k-means seed for NMI")
+    sp.add_argument("--nmi-redo", type=positive_int, default=1, help="k-means restarts")
 
     sp = stage("stats", cmd_stats, "per-class mean, variance, corrected variance and alpha -> Parquet")
     sp.add_argument("embeddings", type=Path, help="embeddings (or features) Parquet")
@@ -293,11 +408,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="Table VIII's distance pairs in the correlation JSON (mu2-sigma, Table I's, always); each "
         "costs C^2 distances per p (default: all four)",
     )  # fmt: skip
-    sp.add_argument("--k", type=int, default=25, help="neighbour correction: neighbouring classes per class")
-    sp.add_argument("--beta", type=float, default=0.1, help="neighbour correction: beta (SPEC 2.2)")
-    sp.add_argument("--gamma", type=float, default=0.1, help="neighbour correction: gamma (SPEC 2.2)")
     sp.add_argument(
-        "--tau", type=float, default=40.0, help="neighbour correction: temperature tau (SPEC 2.2)"
+        "--k", type=positive_int, default=25, help="neighbour correction: neighbouring classes per class"
+    )
+    sp.add_argument(
+        "--beta", type=nonnegative_float, default=0.1, help="neighbour correction: beta (SPEC 2.2)"
+    )
+    sp.add_argument("--gamma", type=unit_interval, default=0.1, help="neighbour correction: gamma (SPEC 2.2)")
+    sp.add_argument(
+        "--tau", type=nonnegative_float, default=40.0, help="neighbour correction: temperature tau (SPEC 2.2)"
     )
 
     sp = stage("report", cmd_report, "the results table (Markdown, CSV) and training curves (PNG)")
@@ -313,7 +432,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="per-epoch history CSVs (train), space-separated",
     )
     sp.add_argument(
-        "--recall-k", type=int_list, action=ListAction, default=[1, 2, 4, 8], metavar="K",
+        "--recall-k", type=positive_int_list, action=ListAction, default=[1, 2, 4, 8], metavar="K",
         help="the K of the Recall@K columns, space- or comma-separated",
     )  # fmt: skip
     sp.add_argument(

@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+from typing import Any
 
 from iaa.errors import IAAError
 
@@ -25,11 +26,86 @@ def cmd_prepare(a: argparse.Namespace) -> None:
     )  # fmt: skip
 
 
+def settings_domains(section: str) -> dict[str, Any]:
+    """The domain of each numeric or boolean key of a ``--settings`` section (``train``,
+    ``train.iaa``, ``pretrain``): an :class:`iaa.cli.Domain`, ``bool``, or a one-item list or
+    dict of a Domain (each item or value). The workflow's schema says the same
+    (workflow/schemas/config.schema.yaml; tests/test_cli_parser.py checks they agree); a
+    by-hand ``--settings`` is checked here, before any work."""
+    from iaa.cli import (
+        FRACTION,
+        NONNEGATIVE_FLOAT,
+        NONNEGATIVE_INT,
+        OPEN_UNIT_INTERVAL,
+        POSITIVE_FLOAT,
+        POSITIVE_INT,
+        UNIT_INTERVAL,
+    )
+
+    return {
+        "pretrain": {
+            "epochs": POSITIVE_INT, "batch_size": POSITIVE_INT, "lr": POSITIVE_FLOAT,
+            "weight_decay": NONNEGATIVE_FLOAT, "image_size": POSITIVE_INT, "width": POSITIVE_INT,
+        },
+        "train": {
+            # samples_per_class(_large) >= 2 and < batch_size: iaa.config.check_train_settings
+            "epochs": POSITIVE_INT, "batch_size": POSITIVE_INT, "samples_per_class": POSITIVE_INT,
+            "samples_per_class_large": POSITIVE_INT, "max_iterations_per_epoch": POSITIVE_INT,
+            "lr": POSITIVE_FLOAT, "embedding_lr_multiplier": POSITIVE_FLOAT,
+            "weight_decay": NONNEGATIVE_FLOAT, "lr_milestones": [POSITIVE_INT], "lr_gamma": POSITIVE_FLOAT,
+            "embedding_dim": POSITIVE_INT, "head_hidden": NONNEGATIVE_INT, "image_size": POSITIVE_INT,
+            "resize": POSITIVE_INT, "crop_scale_min": FRACTION, "val_every": POSITIVE_INT,
+            "workers": NONNEGATIVE_INT, "val_class_fraction": OPEN_UNIT_INTERVAL,
+            "lr_by_loss": {"": POSITIVE_FLOAT}, "loss_lr": POSITIVE_FLOAT,
+            "compile": bool, "square_resize": bool, "googlenet_transform_input": bool, "amp": bool,
+            "channels_last": bool,
+        },
+        "train.iaa": {
+            "copies": NONNEGATIVE_INT, "lam": NONNEGATIVE_FLOAT, "momentum": UNIT_INTERVAL,
+            "start_epoch": NONNEGATIVE_INT, "update_every": POSITIVE_INT,
+            "correction_min_classes": NONNEGATIVE_INT, "k": POSITIVE_INT, "beta": NONNEGATIVE_FLOAT,
+            "gamma": UNIT_INTERVAL, "tau": NONNEGATIVE_FLOAT, "sigma_m": POSITIVE_FLOAT,
+            "sigma_cv": POSITIVE_FLOAT, "copies_by_loss": {"": NONNEGATIVE_INT},
+            "estimation_images": NONNEGATIVE_INT, "apply_correction": bool, "sqrt_per_copy": bool,
+            "minmax_sentinel": bool, "singleton_mean_zero": bool,
+        },
+    }[section]  # fmt: skip
+
+
+def check_settings(settings: Any, section: str) -> None:
+    """Refuse a ``--settings`` value outside its key's domain (:func:`settings_domains`) in one
+    line naming the key: ``--settings: train.lr must be a number > 0, not -0.1``. A null
+    ``samples_per_class_large`` means "unset"."""
+    for key, domain in settings_domains(section).items():
+        value = getattr(settings, key)
+        if value is None and key == "samples_per_class_large":
+            continue
+        if domain is bool:
+            ok, what = isinstance(value, bool), "true or false"
+        elif isinstance(domain, list):
+            ok, what = (
+                isinstance(value, list) and all(map(domain[0].admits, value)),
+                f"a list, each {domain[0].what}",
+            )
+        elif isinstance(domain, dict):
+            (inner,) = domain.values()
+            ok = isinstance(value, dict) and all(map(inner.admits, value.values()))
+            what = f"a mapping, each value {inner.what}"
+        else:
+            ok, what = domain.admits(value), domain.what
+        if not ok:
+            raise IAAError(f"--settings: {section}.{key} must be {what}, not {json.dumps(value)}")
+    if section == "train":
+        check_settings(settings.iaa, "train.iaa")
+
+
 def cmd_pretrain(a: argparse.Namespace) -> None:
     from iaa.config import PretrainSettings, parse_settings
     from iaa.pretrain import pretrain_stage
 
-    pretrain_stage(a.manifest, a.out, parse_settings(PretrainSettings, a.settings), seed=a.seed)
+    settings = parse_settings(PretrainSettings, a.settings)
+    check_settings(settings, "pretrain")
+    pretrain_stage(a.manifest, a.out, settings, seed=a.seed)
 
 
 def cmd_extract(a: argparse.Namespace) -> None:
@@ -54,9 +130,12 @@ def execution_settings(settings, a: argparse.Namespace):
 
 
 def cmd_train(a: argparse.Namespace) -> None:
-    from iaa.config import TrainSettings, parse_settings
+    from iaa.config import TrainSettings, check_train_settings, parse_settings
     from iaa.train import TrainInputs, train_stage
 
+    settings = execution_settings(parse_settings(TrainSettings, a.settings), a)
+    check_settings(settings, "train")  # each key in its domain, then the combinations:
+    check_train_settings(settings, (a.method,))  # before any data is read or file written
     train_stage(
         TrainInputs(
             features=a.features,
@@ -70,7 +149,7 @@ def cmd_train(a: argparse.Namespace) -> None:
         loss_name=a.loss,
         method=a.method,
         seed=a.seed,
-        settings=execution_settings(parse_settings(TrainSettings, a.settings), a),
+        settings=settings,
         model_out=a.out,
         history_out=a.history,
         checkpoint_dir=a.checkpoints or a.out.parent / "checkpoints",

@@ -1,6 +1,10 @@
 """Errors a user can fix come back as one line naming the file, with exit status 2."""
 
+import subprocess
+import sys
+
 import pandas as pd
+import pytest
 
 from iaa.cli import main
 from iaa.io import write_manifest
@@ -37,3 +41,87 @@ def test_unknown_loss_and_bad_settings_are_one_line(tmp_path, capsys):
     assert "epochz" in _one_line_error(capsys)
     assert main([*args, "--settings", '{"mode": "head"}']) == 2
     assert "unknown loss 'arcface'" in _one_line_error(capsys)
+
+
+def _train_args(tmp_path) -> list[str]:
+    return [
+        "train", "--loss", "ms", "--method", "iaa", "--features", str(tmp_path / "never-read.parquet"),
+        "--out", str(tmp_path / "run" / "model.pt"), "--history", str(tmp_path / "run" / "history.csv"),
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "extra, names",
+    [
+        (
+            ["--settings", '{"mode": "head", "batch_size": 0}'],
+            "--settings: train.batch_size must be a whole number >= 1, not 0",
+        ),
+        (
+            ["--settings", '{"mode": "head", "lr": -0.1}'],
+            "--settings: train.lr must be a number > 0, not -0.1",
+        ),
+        (
+            ["--settings", '{"mode": "head", "workers": -1}'],
+            "--settings: train.workers must be a whole number >= 0",
+        ),
+        (
+            ["--settings", '{"mode": "head", "compile": 2}'],
+            "--settings: train.compile must be true or false, not 2",
+        ),
+        (["--settings", '{"mode": "head", "lr_milestones": [40, 0]}'], "train.lr_milestones must be a list"),
+        (["--settings", '{"mode": "head", "lr_by_loss": {"ms": 0}}'], "train.lr_by_loss must be a mapping"),
+        (
+            ["--settings", '{"mode": "head", "iaa": {"momentum": 1.5}}'],
+            "train.iaa.momentum must be a number from 0 to 1",
+        ),
+        (
+            ["--settings", '{"mode": "head", "batch_size": 4, "samples_per_class": 4}'],
+            "train.batch_size (4) must exceed",
+        ),
+    ],
+)
+def test_train_settings_outside_their_domain_are_one_line(tmp_path, capsys, extra, names):
+    """Refused before any data is read or file written: the features file does not exist."""
+    assert main([*_train_args(tmp_path), *extra]) == 2
+    line = _one_line_error(capsys)
+    assert line.startswith("iaa train: error: ") and names in line
+    assert not (tmp_path / "run").exists()
+
+
+def test_pretrain_settings_outside_their_domain_are_one_line(tmp_path, capsys):
+    args = ["pretrain", "--manifest", str(tmp_path / "nope.parquet"), "--out", str(tmp_path / "b.pt")]
+    assert main([*args, "--settings", '{"batch_size": 0}']) == 2
+    assert (
+        _one_line_error(capsys)
+        == "iaa pretrain: error: --settings: pretrain.batch_size must be a whole number >= 1, not 0"
+    )
+    assert not (tmp_path / "b.pt").exists()
+
+
+@pytest.mark.parametrize(
+    "extra, line",
+    [
+        (["--workers", "-1"], "iaa train: error: argument --workers: must be a whole number >= 0, not -1"),
+        (["--compile", "2"], "iaa train: error: argument --compile: must be 0 or 1, not 2"),
+        (
+            ["--settings", '{"batch_size": 0}'],
+            "iaa train: error: --settings: train.batch_size must be a whole number >= 1, not 0",
+        ),
+        (
+            ["--settings", '{"lr": -1e-4}'],
+            "iaa train: error: --settings: train.lr must be a number > 0, not -0.0001",
+        ),
+    ],
+)
+def test_the_command_gives_one_line_and_status_2(tmp_path, extra, line):
+    """The ``iaa`` command itself, as a tester runs it: one line on stderr, no traceback."""
+    run = subprocess.run(
+        [sys.executable, "-m", "iaa", *_train_args(tmp_path), *extra],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 2, run.stderr
+    assert run.stderr.strip() == line
+    assert not (tmp_path / "run").exists()

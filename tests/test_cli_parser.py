@@ -68,3 +68,180 @@ def test_help_shows_defaults_and_no_rst(capsys):
     evaluate = _subparsers(parser)["evaluate"].format_help()
     assert "(default: [1, 2, 4, 8])" in evaluate and "(default: flat)" in evaluate
     assert "(default: None)" not in evaluate
+
+
+# --------------------------------------------------------------------------- value types
+
+from iaa.cli import (  # noqa: E402
+    flag01,
+    nonnegative_float,
+    nonnegative_int,
+    open_unit_interval,
+    positive_float,
+    positive_int,
+    positive_int_list,
+    unit_interval,
+)
+
+
+@pytest.mark.parametrize(
+    "kind, text, value",
+    [
+        (nonnegative_int, "0", 0), (nonnegative_int, "7", 7),
+        (positive_int, "1", 1), (positive_int, " 12", 12),
+        (positive_float, "1e-4", 1e-4), (positive_float, "3", 3.0),
+        (nonnegative_float, "0", 0.0), (nonnegative_float, "0.5", 0.5),
+        (unit_interval, "0", 0.0), (unit_interval, "1", 1.0), (unit_interval, "0.2", 0.2),
+        (open_unit_interval, "0.01", 0.01), (open_unit_interval, "0.99", 0.99),
+        (positive_int_list, "1,2,4", [1, 2, 4]), (flag01, "0", False), (flag01, "1", True),
+    ],
+)  # fmt: skip
+def test_value_types_take_their_domain(kind, text, value):
+    assert kind(text) == value and type(kind(text)) is type(value)
+
+
+@pytest.mark.parametrize(
+    "kind, text, says",
+    [
+        (nonnegative_int, "-1", "must be a whole number >= 0, not -1"),
+        (nonnegative_int, "1.5", "whole number >= 0"), (nonnegative_int, "", "not ''"),
+        (positive_int, "0", "must be a whole number >= 1, not 0"), (positive_int, "x", "not x"),
+        (positive_float, "0", "must be a number > 0, not 0"), (positive_float, "-1e-4", "> 0"),
+        (positive_float, "inf", "> 0"), (positive_float, "nan", "> 0"),
+        (nonnegative_float, "-0.1", "must be a number >= 0, not -0.1"),
+        (unit_interval, "1.01", "from 0 to 1"), (unit_interval, "-0", None),
+        (unit_interval, "-0.1", "0 to 1"),
+        (open_unit_interval, "0", "between 0 and 1 (exclusive)"), (open_unit_interval, "1", "(exclusive)"),
+        (positive_int_list, "1,0", "whole numbers >= 1"), (positive_int_list, "x", "integers"),
+        (flag01, "2", "must be 0 or 1, not 2"), (flag01, "True", "0 or 1"), (flag01, "-1", "0 or 1"),
+    ],
+)  # fmt: skip
+def test_value_types_refuse_the_rest(kind, text, says):
+    if says is None:  # -0 is 0: in the domain
+        assert kind(text) == 0
+        return
+    with pytest.raises(argparse.ArgumentTypeError, match=".*".join(map(_escape, says.split()))):
+        kind(text)
+
+
+def _escape(word: str) -> str:
+    import re
+
+    return re.escape(word)
+
+
+CORE_STAGES = {"prepare", "pretrain", "extract", "train", "export", "index", "search", "evaluate"}
+CORE_STAGES |= {"stats", "report", "compare"}
+
+
+def test_no_core_option_takes_a_bare_int_or_float():
+    """Every numeric option of iaa/cli.py's stages states its domain in its type."""
+    parser = build_parser()
+    subs = _subparsers(parser)
+    for name, sp in [("iaa", parser), *((n, subs[n]) for n in sorted(CORE_STAGES))]:
+        for action in sp._actions:
+            assert action.type not in (int, float), f"{name} {action.option_strings}: give it a domain type"
+            assert getattr(action.type, "__name__", "") != "<lambda>", f"{name} {action.option_strings}"
+
+
+TRAIN = ["train", "--loss", "ms", "--method", "iaa", "--out", "m.pt", "--history", "h.csv"]
+
+
+@pytest.mark.parametrize(
+    "argv, option",
+    [
+        (["--threads", "0", "index", "e.parquet", "--split", "test", "--out", "i.faiss"], "--threads"),
+        ([*TRAIN, "--workers", "-1"], "--workers"),
+        ([*TRAIN, "--compile", "2"], "--compile"),
+        ([*TRAIN, "--seed", "-3"], "--seed"),
+        (["extract", "--manifest", "m.parquet", "--out", "f.parquet", "--image-size", "0"], "--image-size"),
+        (["export", "--model", "m.pt", "--out", "e.parquet", "--resize", "-256"], "--resize"),
+        (["search", "i.faiss", "--query", "q.parquet", "--out", "n.parquet", "--k", "0"], "--k"),
+        (["evaluate", "e.parquet", "--out", "m.json", "--nmi-redo", "0"], "--nmi-redo"),
+        (["evaluate", "e.parquet", "--out", "m.json", "--recall-k", "0", "1"], "--recall-k"),
+        (["stats", "e.parquet", "--out", "s.parquet", "--gamma", "1.5"], "--gamma"),
+        (["stats", "e.parquet", "--out", "s.parquet", "--tau", "-1"], "--tau"),
+        (["prepare", "folder", "--out", "m.parquet", "--test-fraction", "0"], "--test-fraction"),
+        (["prepare", "synth", "--out", "m.parquet", "--cache-size", "0"], "--cache-size"),
+        (["pretrain", "--manifest", "m.parquet", "--out", "b.pt", "--seed", "-1"], "--seed"),
+    ],
+)  # fmt: skip
+def test_a_value_outside_its_domain_is_one_line_naming_the_option(argv, option, capsys):
+    with pytest.raises(SystemExit) as info:
+        _parse(*argv)
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err and "usage" not in err, err
+    assert err.startswith("iaa") and f"error: argument {option}: must be" in err, err
+
+
+def test_what_the_workflow_passes_still_parses():
+    base = ["train", "--loss", "ms", "--method", "iaa", "--out", "m.pt", "--history", "h.csv"]
+    for compile_, want in (("0", False), ("1", True)):
+        a = _parse("--threads", "1", *base, "--workers", "0", "--loader", "auto", "--compile", compile_)
+        assert a.compile is want and a.workers == 0 and a.threads == 1
+    assert _parse(*base).compile is None and _parse(*base).workers is None
+    s = _parse(
+        "stats", "e.parquet", "--out", "s.parquet", "--k", "25", "--beta", "0", "--gamma", "1", "--tau", "0"
+    )
+    assert (s.k, s.beta, s.gamma, s.tau) == (25, 0.0, 1.0, 0.0)
+    p = _parse("prepare", "folder", "--out", "m.parquet", "--seed", "3", "--test-fraction", "0.5")
+    assert (p.seed, p.test_fraction) == (3, 0.5)
+
+
+# --------------------------------------------------------------------------- --settings domains
+
+
+def _schema_domain(prop: dict, definitions: dict):
+    if "$ref" in prop:
+        prop = definitions[prop["$ref"].rsplit("/", 1)[1]]
+    return prop
+
+
+def test_settings_domains_agree_with_the_workflow_schema():
+    """Each numeric or boolean key of the train, train.iaa and pretrain sections has the domain
+    the schema gives it (samples_per_class(_large)'s minimum of 2 is check_train_settings')."""
+    from pathlib import Path
+
+    import yaml
+
+    from iaa.cli_commands import settings_domains
+
+    root = Path(__file__).resolve().parents[1]
+    schema = yaml.safe_load((root / "workflow" / "schemas" / "config.schema.yaml").read_text())
+    defs = schema["definitions"]
+    for section, props in (
+        ("train", defs["train"]["properties"]),
+        ("train.iaa", defs["iaa"]["properties"]),
+        ("pretrain", defs["pretrain"]["properties"]),
+    ):
+        domains = settings_domains(section)
+        for key, prop in props.items():
+            prop = _schema_domain(prop, defs)
+            types = prop.get("type")
+            types = [types] if isinstance(types, str) else types or []
+            inner = prop.get("items") or prop.get("additionalProperties")
+            if isinstance(inner, dict) and ("integer" in str(_schema_domain(inner, defs))):
+                types = types + ["integer"]
+            if not {"integer", "number", "boolean"} & set(types) and not (
+                isinstance(inner, dict) and {"type"} & set(_schema_domain(inner, defs))
+            ):
+                assert key not in domains, f"{section}.{key}"
+                continue
+            assert key in domains, f"{section}.{key}: the schema constrains it, --settings does not"
+            domain = domains[key]
+            if prop.get("type") == "boolean":
+                assert domain is bool, f"{section}.{key}"
+                continue
+            if isinstance(domain, (list, dict)):
+                (domain,) = domain if isinstance(domain, list) else domain.values()
+                prop = _schema_domain(inner, defs)
+            whole = prop.get("type") == "integer" or "integer" in (prop.get("type") or [])
+            assert domain.whole == whole, f"{section}.{key}"
+            low = prop.get("minimum", prop.get("exclusiveMinimum"))
+            if key in ("samples_per_class", "samples_per_class_large"):
+                assert (domain.low, low) == (1, 2)
+                continue
+            assert (domain.low, domain.low_open) == (low, "exclusiveMinimum" in prop), f"{section}.{key}"
+            high = prop.get("maximum", prop.get("exclusiveMaximum"))
+            assert (domain.high, domain.high_open) == (high, "exclusiveMaximum" in prop), f"{section}.{key}"
