@@ -5,6 +5,11 @@ store ``iaa.data.decoded_store`` describes (row ``i`` = manifest row ``i``, all 
 training then gathers batches from instead of decoding JPEGs. A valid store for the same
 manifest and settings is kept ("up to date"); a stale one (another manifest, other settings,
 images rewritten since) is rebuilt. Heavy modules are imported when the command runs.
+
+SIGTERM (a scheduler's time limit, ``scancel``) stops it like Ctrl-C: the temporary folder
+beside ``--out`` is removed before the process dies of the signal. What a SIGKILL leaves
+(``.<name>.<random>.tmp``, ``.<name>.<random>.old``) is removed by the next run for the same
+``--out``, each logged with its size, before the free-space check.
 """
 
 from __future__ import annotations
@@ -14,11 +19,14 @@ import logging
 from collections.abc import Callable
 from pathlib import Path
 
+from iaa.preemption import clean_up_on_sigterm
+
 log = logging.getLogger(__name__)
 
 INTERPOLATION_CHOICES = ("bilinear", "lanczos")
 
 
+@clean_up_on_sigterm("decode")
 def decode_stage(
     manifest_path: str | Path,
     out_dir: str | Path,
@@ -37,10 +45,11 @@ def decode_stage(
     """
     from iaa.data.decoded_store import DecodedStore, StaleStoreError, StoreMissingError
     from iaa.data.images import pil_filter
-    from iaa.data.store_writer import write_store
+    from iaa.data.store_writer import remove_store_leftovers, write_store
 
     pil_filter(interpolation)
     out = Path(out_dir)
+    remove_store_leftovers(out)  # also when the store turns out up to date
     try:
         DecodedStore.open(
             out, manifest_path, resize=resize, square=square, interpolation=interpolation, check_images=True

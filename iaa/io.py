@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
+import re
+import shutil
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -23,6 +26,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from iaa.errors import IAAError
+
+_log = logging.getLogger(__name__)
 
 MANIFEST_COLUMNS = ("path", "label", "split", "class_name")
 ROOT_METADATA_KEY = b"iaa.root"
@@ -45,6 +50,77 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+# tempfile.mkstemp/mkdtemp names: the prefix ``.<name>.``, 8 characters of this alphabet, the suffix.
+_TEMP_RANDOM = "[a-z0-9_]{8}"
+
+
+def leftover_pattern(suffixes: tuple[str, ...] = (".tmp",)) -> re.Pattern[str]:
+    """The names :func:`atomic_path` (and the stages writing a temporary file or folder the
+    same way, ``tempfile.mkstemp``/``mkdtemp`` with prefix ``.<name>.``) give the temporaries
+    of an output; group ``name`` is the output's name."""
+    ends = "|".join(re.escape(s) for s in suffixes)
+    return re.compile(rf"\.(?P<name>.+)\.{_TEMP_RANDOM}(?:{ends})", re.DOTALL)
+
+
+def remove_leftovers(*paths: str | os.PathLike[str], suffixes: tuple[str, ...] = (".tmp",)) -> list[Path]:
+    """Delete the temporaries of ``paths`` that a killed writer left beside them (SIGKILL
+    cannot be caught); return them.
+
+    Only names of exactly the pattern this code's writers produce for one of ``paths``
+    (:func:`leftover_pattern`: ``.<name>.<8 random characters><suffix>`` in the same folder)
+    are touched, files or folders; each is logged with its size. One listing per folder.
+    Call it from the one job that writes ``paths``, before it writes (a concurrent writer of
+    the same path would lose its temporary).
+    """
+    pattern = leftover_pattern(suffixes)
+    by_folder: dict[Path, set[str]] = {}
+    for path in map(Path, paths):
+        by_folder.setdefault(path.parent, set()).add(path.name)
+    removed = []
+    for folder, names in by_folder.items():
+        try:
+            entries = list(os.scandir(folder))
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        for entry in entries:
+            match = pattern.fullmatch(entry.name)
+            if match is None or match["name"] not in names:
+                continue
+            leftover = Path(entry.path)
+            size = _tree_bytes(leftover)
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(leftover, ignore_errors=True)
+            else:
+                leftover.unlink(missing_ok=True)
+            _log.info("removed leftover %s (%s) from an interrupted run", leftover, _human_bytes(size))
+            removed.append(leftover)
+    return removed
+
+
+def _tree_bytes(path: Path) -> int:
+    """Bytes of the file ``path``, or of every file under the folder ``path`` (links not followed)."""
+    try:
+        if not path.is_dir() or path.is_symlink():
+            return path.lstat().st_size
+    except OSError:
+        return 0
+    total = 0
+    for parent, _, names in os.walk(path):
+        for name in names:
+            with contextlib.suppress(OSError):
+                total += os.lstat(os.path.join(parent, name)).st_size
+    return total
+
+
+def _human_bytes(nbytes: int) -> str:
+    value = float(nbytes)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024:
+            return f"{value:.1f} {unit}" if unit != "B" else f"{nbytes} B"
+        value /= 1024
+    return f"{value:.1f} TiB"
 
 
 def write_json(path: str | os.PathLike[str], payload: Any) -> None:

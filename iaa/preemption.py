@@ -15,6 +15,11 @@ scheduler or Snakemake sees a terminated job, not a failure of its own. SIGKILL 
 caught; the temporary file it may leave is ignored (it never matches ``epoch_*.pt``) and
 removed by :func:`remove_stale_temporaries` when the run restarts.
 
+Stages that resume nothing but write a temporary folder or file beside their output
+(``decode``'s store, ``prepare``'s resized cache) use :func:`clean_up_on_sigterm`: SIGTERM
+unwinds them like Ctrl-C, so their temporaries are removed; what a SIGKILL leaves is removed
+by the next run writing the same output (:func:`iaa.io.remove_leftovers`).
+
 The checkpoint directory is deliberately not a declared Snakemake output (the ``train``
 rule passes it as a parameter): Snakemake deletes a failed job's outputs, and the
 checkpoints must survive for the rerun to resume.
@@ -90,6 +95,36 @@ def exit_cleanly_on_sigterm(func: F) -> F:
     ``checkpoint_dir``, if given, names where the log line looks for the newest checkpoint.
     """
 
+    def farewell(stop: Preempted, kwargs: dict[str, Any]) -> None:
+        newest = newest_checkpoint(kwargs.get("checkpoint_dir"))
+        where = f"from {newest}" if newest is not None else "from the start (no checkpoint yet)"
+        log.warning("%s: training stopped; running the same command again resumes %s", stop, where)
+
+    return _stop_on_sigterm(func, farewell)
+
+
+def clean_up_on_sigterm(stage: str) -> Callable[[F], F]:
+    """Decorate a stage that resumes nothing (``decode``, building the resized cache) so that
+    SIGTERM unwinds it like Ctrl-C: its ``finally``/``except BaseException`` blocks remove the
+    temporary file or folder it was writing, one line says so, and the process dies of the
+    signal (as :func:`exit_cleanly_on_sigterm`). ``stage`` names it in that line.
+    """
+
+    def farewell(stop: Preempted, kwargs: dict[str, Any]) -> None:
+        log.warning(
+            "%s: %s stopped and removed what it was writing; running the same command again starts it over",
+            stop,
+            stage,
+        )
+
+    return lambda func: _stop_on_sigterm(func, farewell)
+
+
+def _stop_on_sigterm(func: F, farewell: Callable[[Preempted, dict[str, Any]], None]) -> F:
+    """``func`` with SIGTERM raised as :class:`Preempted` in the main thread while it runs;
+    ``farewell(stop, kwargs)`` logs once the stack has unwound, then the process dies of it.
+    Nested (a decorated stage calling another): the outer handler is restored on return."""
+
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         if threading.current_thread() is not threading.main_thread():
@@ -111,9 +146,7 @@ def exit_cleanly_on_sigterm(func: F) -> F:
         try:
             return func(*args, **kwargs)
         except Preempted as stop:
-            newest = newest_checkpoint(kwargs.get("checkpoint_dir"))
-            where = f"from {newest}" if newest is not None else "from the start (no checkpoint yet)"
-            log.warning("%s: training stopped; running the same command again resumes %s", stop, where)
+            farewell(stop, kwargs)
             for handler_ in logging.getLogger().handlers:
                 handler_.flush()
             signal.signal(stop.signum, signal.SIG_DFL)

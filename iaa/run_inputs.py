@@ -185,9 +185,10 @@ def _image_sources(manifest: Manifest, opts: ImageOptions, inputs: TrainInputs, 
         log.info("images: JPEG files (%d DataLoader workers)", settings.workers)
         return lambda splits: ImageSource(manifest, splits, opts)
     square = settings.square_resize  # a store that keeps the originals (CUB) has no resize
-    store = DecodedStore.open(
+    store = DecodedStore.open(  # check_images: an image rewritten in place is refused, not served stale
         inputs.decoded_store, inputs.manifest, square=square,
         resize=settings.resize if square else None, interpolation=settings.interpolation if square else None,
+        check_images=True,
     )  # fmt: skip
     log.info("images: decoded store %s, augmented on %s", inputs.decoded_store, device)
     frame = manifest.frame

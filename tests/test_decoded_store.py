@@ -8,7 +8,12 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -291,9 +296,112 @@ def test_decode_cli_writes_keeps_and_rebuilds(data: Path, tmp_path: Path, caplog
     _write_image(first, 30, 20, "RGB", "PNG", seed=99)
     caplog.clear()
     decode_stage(data, out, resize=SIZE, square=True, interpolation="lanczos", threads=1)
-    assert "images listed in the manifest were rewritten" in caplog.text
+    assert f"image {first} was rewritten since the store was written" in caplog.text
     np.testing.assert_array_equal(
         DecodedStore.open(out, data).image(0), np.asarray(squash_image(load_rgb(first), SIZE, "lanczos"))
     )
     with pytest.raises(SystemExit):
         _parser().parse_args([*argv, "--interpolation", "cubic"])
+
+
+def _rewrite_in_place(image: Path) -> None:
+    """Another picture under the same name, its mtime surely different from the recorded one."""
+    before = image.stat()
+    _write_image(image, 30, 20, "RGB", "PNG", seed=1234)
+    os.utime(image, ns=(before.st_atime_ns, before.st_mtime_ns + 10**9))
+
+
+def test_an_image_rewritten_after_decoding_is_refused_naming_it(data: Path, tmp_path: Path) -> None:
+    out = write_store(data, tmp_path / "store", resize=SIZE, square=True, interpolation="bilinear", threads=1)
+    stats = np.load(out / "image_stats.npy")
+    assert stats.shape == (len(IMAGES), 2) and json.loads((out / "meta.json").read_text())["format"] == 2
+    DecodedStore.open(out, data, check_images=True)  # unchanged: accepted
+    rewritten = data.parent / pd.read_parquet(data)["path"][2]
+    _rewrite_in_place(rewritten)
+    message = _refusal(lambda: DecodedStore.open(out, data, check_images=True))
+    assert f"image {rewritten} was rewritten since the store was written" in message
+    assert "--resize 16 --square --interpolation bilinear" in message
+    DecodedStore.open(out, data)  # without the check (nothing else changed): opened
+    rewritten.unlink()
+    assert f"image {rewritten} is missing" in _refusal(
+        lambda: DecodedStore.open(out, data, check_images=True)
+    )
+
+
+def test_a_format_1_store_is_refused_with_the_rebuild_command(data: Path, tmp_path: Path) -> None:
+    out = write_store(data, tmp_path / "store", resize=SIZE, square=True, interpolation="lanczos", threads=1)
+    meta = json.loads((out / "meta.json").read_text())
+    meta["format"] = 1  # as written before image_stats.npy existed
+    (out / "meta.json").write_text(json.dumps(meta))
+    message = _refusal(lambda: DecodedStore.open(out, data, check_images=True))
+    assert "format 1, this version reads 2" in message and "--interpolation lanczos" in message
+
+
+def test_leftovers_of_a_killed_decode_are_removed_and_nothing_else(
+    data: Path, tmp_path: Path, monkeypatch, caplog
+) -> None:
+    parent = tmp_path / "stores"
+    parent.mkdir()
+    planted = parent / ".store.a943vu1q.tmp"  # mkdtemp's name for the temporary folder
+    planted.mkdir()
+    (planted / "pixels.npy").write_bytes(b"\0" * 5000)
+    aside = parent / ".store.x_7k2m9p.old"  # an old store moved aside, the rename done
+    (aside / "store").mkdir(parents=True)
+    (aside / "store" / "pixels.npy").write_bytes(b"\0" * 100)
+    kept = [
+        parent / ".store.a943vu1.tmp",  # 7 random characters: not mkdtemp's
+        parent / ".store2.a943vu1q.tmp",  # another output's
+        parent / ".store.a943vu1q.tmp.bak",
+        parent / "store.a943vu1q.tmp",
+        parent / ".store.A943VU1Q.tmp",
+    ]
+    for path in kept:
+        path.write_text("x")
+    seen = []
+    check_space = ds._check_space
+    monkeypatch.setattr(ds, "_check_space", lambda *a: seen.append(planted.exists()) or check_space(*a))
+    caplog.set_level(logging.INFO)
+    write_store(data, parent / "store", resize=SIZE, square=True, interpolation="bilinear", threads=1)
+    assert seen == [False]  # removed before the free-space check
+    assert sorted(parent.iterdir()) == sorted([parent / "store", *kept])
+    assert f"removed leftover {planted} (4.9 KiB) from an interrupted run" in caplog.text
+    assert f"removed leftover {aside} (100 B) from an interrupted run" in caplog.text
+    # the stage removes them also when the store is up to date
+    planted.mkdir()
+    decode_stage(data, parent / "store", resize=SIZE, square=True, interpolation="bilinear", threads=1)
+    assert "up to date" in caplog.text and not planted.exists()
+
+
+# `python -c SLOW_DECODE <iaa arguments>`: iaa's own main(), each image's decoding slowed.
+SLOW_DECODE = """
+import sys, time
+import iaa.data.store_writer as w
+load = w.load_rgb
+w.load_rgb = lambda path: (time.sleep(0.3), load(path))[1]
+from iaa.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_sigterm_during_decode_leaves_no_temporary(tmp_path: Path) -> None:
+    data = _dataset(tmp_path / "data", count=40)
+    parent = tmp_path / "stores"
+    cmd = [sys.executable, "-c", SLOW_DECODE, "decode", "--decode-threads", "1", "--manifest", str(data),
+           "--out", str(parent / "store"), "--resize", str(SIZE)]  # fmt: skip
+    log = tmp_path / "log.txt"
+    with log.open("w") as err:
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err, cwd=Path(__file__).parents[1])
+    try:
+        deadline = time.monotonic() + 60
+        while not list(parent.glob(".store.*.tmp")):
+            assert proc.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, "no temporary folder within 60 s"
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGTERM)
+        returncode = proc.wait(60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert returncode == -signal.SIGTERM, log.read_text()  # died of the signal: 143 in a shell
+    assert list(parent.iterdir()) == []
+    assert "received SIGTERM: decode stopped and removed what it was writing" in log.read_text()

@@ -212,3 +212,30 @@ def test_a_run_killed_four_times_ends_identical_to_an_uninterrupted_one(tmp_path
     ref_h = pd.read_csv(reference.run / "history.csv").drop(columns=timing)
     pd.testing.assert_frame_equal(ours_h, ref_h, check_exact=True)
     assert len(ref_h) == SETTINGS["epochs"]
+
+
+def test_the_resized_cache_removes_only_its_own_leftovers(tmp_path, caplog):
+    """What a SIGKILL left while building the resized cache (prepare) goes on the next build."""
+    import logging
+
+    from PIL import Image
+
+    from iaa.data.datasets.resized_cache import CACHE_MARKER, build_resized_cache
+
+    (tmp_path / "data" / "a").mkdir(parents=True)
+    Image.new("RGB", (40, 30), "red").save(tmp_path / "data" / "a" / "x.png")
+    cache = tmp_path / "cache"
+    (cache / "a").mkdir(parents=True)
+    planted = [cache / "a" / ".x.png.k3j_9q2z.tmp", cache / f".{CACHE_MARKER}.0abcdefg.tmp"]
+    kept = [
+        cache / "a" / ".y.png.k3j_9q2z.tmp",
+        cache / "a" / ".x.png.k3j9q2z.tmp",
+        cache / ".x.png.k3j_9q2z.tmp",
+    ]
+    for path in planted + kept:
+        path.write_bytes(b"\0" * 10)
+    caplog.set_level(logging.INFO)
+    assert build_resized_cache(tmp_path / "data", ["a/x.png"], cache, 16, threads=1) == {}
+    assert not any(p.exists() for p in planted) and all(p.exists() for p in kept)
+    assert f"removed leftover {planted[0]} (10 B) from an interrupted run" in caplog.text
+    assert (cache / "a" / "x.png").is_file()

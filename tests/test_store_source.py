@@ -18,9 +18,9 @@ from iaa.data.store_source import StoreSource
 from iaa.data.store_writer import write_store
 from iaa.errors import IAAError
 from iaa.io import read_manifest, write_manifest
-from iaa.run_inputs import TrainInputs, use_store
+from iaa.run_inputs import TrainInputs, _image_sources, use_store
 from iaa.train import train_stage
-from tests.test_decoded_store import IMAGES, _write_image
+from tests.test_decoded_store import IMAGES, _rewrite_in_place, _write_image
 
 
 def _manifest(root: Path, classes: int = 6, per_class: int = 6) -> Path:
@@ -82,6 +82,23 @@ def test_loader_rule():
     assert not use_store(dataclasses.replace(s, loader="workers"), store, cuda)
     with pytest.raises(IAAError, match="prepare.decoded_store"):
         use_store(dataclasses.replace(s, loader="cache"), None, cpu)
+
+
+def test_training_refuses_a_store_whose_image_was_rewritten_in_place(tmp_path):
+    manifest = _manifest(tmp_path / "data")
+    store = write_store(manifest, tmp_path / "store", resize=24, square=True, interpolation="bilinear")
+    settings = TrainSettings(image_size=20, resize=24, loader="cache")
+    inputs = TrainInputs(manifest=manifest, decoded_store=store)
+    opts = ImageOptions(20, 24, square=True, preload=False)
+    sources = _image_sources(read_manifest(manifest), opts, inputs, settings)  # unchanged: accepted
+    assert len(sources(("test",))) == 12
+    image = manifest.parent / read_manifest(manifest).frame["path"].iloc[7]
+    _rewrite_in_place(image)  # e.g. rotated by a clean-up script, same name
+    with pytest.raises(StaleStoreError) as info:  # an IAAError: `iaa train` prints it, exit status 2
+        _image_sources(read_manifest(manifest), opts, inputs, settings)
+    message = str(info.value)
+    assert "\n" not in message and f"image {image} was rewritten since the store was written" in message
+    assert f"rebuild it with `iaa decode --manifest {manifest} --out {store} --resize 24 --square" in message
 
 
 @pytest.mark.slow

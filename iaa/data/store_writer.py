@@ -1,9 +1,12 @@
 """Writing the decoded store (:mod:`iaa.data.decoded_store` defines its format and reads it).
 
 :func:`write_store` decodes every manifest row once, on a thread pool (PIL releases the GIL),
-into a temporary folder beside the target. It checks the free disk space first and says how
-much it will write. It renames the folder into place when complete, so a reader sees either
-no store or a complete one. ``iaa decode`` (:mod:`iaa.decode`) is the stage.
+into a temporary folder beside the target (``.<name>.<random>.tmp``). It first removes the
+temporaries a killed run of the same target left (:func:`remove_store_leftovers`), then checks
+the free disk space and says how much it will write. It renames the folder into place when
+complete, so a reader sees either no store or a complete one; on any exception, Ctrl-C or
+SIGTERM (:func:`iaa.preemption.clean_up_on_sigterm` on the stage) the temporary folder is
+removed. ``iaa decode`` (:mod:`iaa.decode`) is the stage.
 """
 
 from __future__ import annotations
@@ -27,16 +30,17 @@ from tqdm import tqdm
 from iaa.data.decoded_store import (
     DISK_MARGIN,
     FORMAT_VERSION,
+    IMAGE_STATS_FILE,
     INDEX_FILE,
     META_FILE,
     PIXELS_FILE,
     file_sha256,
-    images_sha256,
+    image_stats,
     paths_sha256,
 )
 from iaa.data.images import load_rgb, pil_filter, squash_image
 from iaa.errors import IAAError
-from iaa.io import read_manifest, require_file
+from iaa.io import read_manifest, remove_leftovers, require_file
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +73,7 @@ def write_store(
     files = manifest.absolute_paths()
     n = len(files)
     threads = max(1, threads or os.cpu_count() or 1)
-    image_hash = images_sha256(files)  # also checks that every image exists
+    stats = image_stats(files)  # the signature training checks; also checks that every image exists
 
     if square:
         sizes = None
@@ -88,6 +92,7 @@ def write_store(
         _human(pixel_bytes),
         f"{resize}x{resize} {interpolation}" if square else "original sizes",
     )
+    remove_store_leftovers(target)  # before the free-space check: their bytes count as free
     _check_space(target, need)
 
     meta: dict[str, Any] = {
@@ -95,7 +100,7 @@ def write_store(
         "rows": n,
         "manifest_sha256": file_sha256(manifest_path),
         "paths_sha256": paths_sha256(rel_paths),
-        "images_sha256": image_hash,
+        "image_stats": IMAGE_STATS_FILE,
         "square": bool(square),
         "resize": int(resize) if square else None,
         "interpolation": interpolation if square else None,
@@ -115,6 +120,7 @@ def write_store(
             index[1:, 0] = np.cumsum(sizes[:, 0] * sizes[:, 1] * 3)[:-1]
             offsets = index[:, 0]
             np.save(tmp / INDEX_FILE, index, allow_pickle=False)
+        np.save(tmp / IMAGE_STATS_FILE, stats, allow_pickle=False)
 
         def decode_one(i: int) -> None:
             image = load_rgb(files[i])
@@ -130,7 +136,7 @@ def write_store(
 
         _run_parallel(decode_one, n, threads, desc="decode", progress=progress)
         pixels.flush()  # msync; the mapping itself is dropped when this function returns
-        names = [PIXELS_FILE] + ([] if square else [INDEX_FILE])
+        names = [PIXELS_FILE] + ([] if square else [INDEX_FILE]) + [IMAGE_STATS_FILE]
         for name in names:
             _fsync(tmp / name)
         meta["files"] = {name: (tmp / name).stat().st_size for name in names}
@@ -143,6 +149,13 @@ def write_store(
         raise
     log.info("wrote decoded store %s (%d rows, %s)", target, n, _human(meta["total_bytes"]))
     return target
+
+
+def remove_store_leftovers(target: str | os.PathLike[str]) -> list[Path]:
+    """Delete what a killed ``write_store`` of ``target`` left beside it: its temporary folder
+    (``.<name>.<random>.tmp``) or an old store moved aside (``.<name>.<random>.old``); nothing
+    else. Each is logged with its size. Returns them."""
+    return remove_leftovers(target, suffixes=(".tmp", ".old"))
 
 
 def _image_sizes(files: Sequence[Path], threads: int) -> np.ndarray:

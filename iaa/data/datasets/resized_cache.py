@@ -4,6 +4,11 @@
 :func:`build_resized_cache` so later stages read the small files; a marker file
 (:data:`CACHE_MARKER`) records the recipe (size, filter) the copies were made with. Not to be
 confused with :mod:`iaa.data.decoded_cache` (decoded pixel arrays, one ``.npy`` per file list).
+
+Each copy is written under a temporary name beside it (``.<name>.<random>.tmp``) and renamed
+when complete. SIGTERM stops the build like Ctrl-C, removing the temporaries being written;
+those a SIGKILL left are removed by the next build of the same cache (only temporaries of the
+files it writes, each logged).
 """
 
 from __future__ import annotations
@@ -21,7 +26,8 @@ from PIL import Image, UnidentifiedImageError
 
 from iaa.data.datasets.image_checks import _MISSING, WIDE_MODES, _map_chunked, _one_line, to_rgb
 from iaa.errors import IAAError
-from iaa.io import write_json
+from iaa.io import remove_leftovers, write_json
+from iaa.preemption import clean_up_on_sigterm
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +111,7 @@ def _cached_recipe(cache_dir: Path) -> dict | None:
     return recipe if isinstance(recipe, dict) else None
 
 
+@clean_up_on_sigterm("building the resized cache")
 def build_resized_cache(
     folder: Path,
     relpaths: Sequence[str],
@@ -127,6 +134,7 @@ def build_resized_cache(
     if cache_dir.resolve() == folder.resolve():
         raise IAAError(f"the resized cache {cache_dir} is the dataset folder itself; choose another folder")
     cache_dir.mkdir(parents=True, exist_ok=True)
+    remove_leftovers(cache_dir / CACHE_MARKER, *(cache_dir / rel for rel in relpaths))
     recipe = {"square_side": size, "interpolation": interpolation}
     previous = _cached_recipe(cache_dir)
     if previous is not None and previous != recipe:
