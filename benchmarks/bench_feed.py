@@ -73,11 +73,15 @@ def main() -> None:
     p.add_argument("--compile", action="store_true", help="torch.compile the model (train.compile)")
     p.add_argument("--prepare-only", action="store_true", help="write the JPEGs and the store, then exit")
     p.add_argument("--tag", default="", help="a label printed with the result (concurrent copies)")
+    p.add_argument("--start-at", type=float, default=0.0, help="unix time at which timing starts, after the "
+                   "warm-up: one window for concurrent copies")  # fmt: skip
     a = p.parse_args()
     torch.set_num_threads(a.threads)
-    manifest, store_dir = prepare(a.data, a.images, tuple(a.source_size))
+    # One folder per image count and size: a cached set of another size is never reused.
+    data = a.data / f"{a.images}x{a.source_size[0]}x{a.source_size[1]}"
+    manifest, store_dir = prepare(data, a.images, tuple(a.source_size))
     if a.prepare_only:
-        print(f"prepared {a.images} JPEGs and their store under {a.data}")
+        print(f"prepared {a.images} JPEGs and their store under {data}")
         return
     device = torch.device(a.device)
     cuda = device.type == "cuda"
@@ -131,8 +135,12 @@ def main() -> None:
 
     for _ in range(a.warmup):
         step(*next(batches))
+    # Concurrent copies time the same window: keep stepping, untimed, until the agreed start.
+    while time.time() < a.start_at:
+        step(*next(batches))
     if cuda:
         torch.cuda.synchronize()
+    late = a.start_at > 0 and time.time() > a.start_at + 1.0 and a.warmup > 0
     t0, seen = time.perf_counter(), 0
     while time.perf_counter() - t0 < a.seconds:
         x, idx = next(batches)
@@ -144,6 +152,10 @@ def main() -> None:
     peak = f", peak GPU memory {torch.cuda.max_memory_allocated() / 2**20:.0f} MiB" if cuda else ""
     print(f"RESULT {a.tag} source={a.source} backbone={a.backbone} batch={a.batch} compile={int(a.compile)} "
           f"on {device}: {seen / elapsed:.1f} images/s over {elapsed:.1f} s{peak}")  # fmt: skip
+    if late:
+        print(
+            f"WARNING: {a.tag}: warm-up ended after --start-at; its window overlaps the others' only in part"
+        )
 
 
 if __name__ == "__main__":

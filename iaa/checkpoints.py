@@ -28,7 +28,10 @@ log = logging.getLogger(__name__)
 
 KEEP_CHECKPOINTS = 2
 BEST = "best.pt"  # the selected epoch's weights (model selection), beside the epoch checkpoints
-# Settings that cannot change a number: resuming across a change of them is safe.
+# Execution settings: they change how a run is computed, not what (the method, the data, the
+# schedule). Resuming across a change of them is safe. They do change the random streams
+# (which worker draws which crop; crops on the device or in workers), so a run is reproducible
+# bit for bit only with the same values: the differences are within seed noise.
 EXECUTION_KEYS = ("workers", "loader", "compile")
 
 

@@ -182,7 +182,7 @@ def _image_sources(manifest: Manifest, opts: ImageOptions, inputs: TrainInputs, 
     """A function of splits -> their image source: the decoded store's or the JPEGs'."""
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if not use_store(settings, inputs.decoded_store, device):
-        log.info("images: JPEG files (%d DataLoader workers)", settings.workers)
+        log.info("images: image files (%d DataLoader workers)", settings.workers)
         return lambda splits: ImageSource(manifest, splits, opts)
     square = settings.square_resize  # a store that keeps the originals (CUB) has no resize
     store = DecodedStore.open(  # check_images: an image rewritten in place is refused, not served stale

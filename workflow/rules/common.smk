@@ -193,7 +193,9 @@ def settings_json(section):
 def execution_resource(key):
     """A training execution setting (workers, loader, compile: iaa.checkpoints.EXECUTION_KEYS)
     for the shell command. Snakemake reruns a job when its params change, never its resources,
-    so these settings, which cannot change a number, are handed over as resources."""
+    so these settings, which change how a run is computed but not what, are handed over as
+    resources. (They do change the random streams: bit-identical reruns need the same values;
+    each run's model.pt records them.)"""
 
     def value(wildcards):
         v = bench_config(wildcards.bench)["train"][key]
@@ -326,6 +328,12 @@ def train_inputs(wildcards):
     if bench_config(wildcards.bench)["prepare"]["decoded_store"]:
         inputs["decoded_store"] = out(get_benchmark(wildcards.bench).base, "decoded_store")
     return inputs
+
+
+def export_inputs(wildcards):
+    """train's inputs but the decoded store, which export does not read (it embeds with the
+    eval transform from the images): toggling the store must not re-export."""
+    return {k: v for k, v in train_inputs(wildcards).items() if k != "decoded_store"}
 
 
 def train_input_args(wildcards, input):

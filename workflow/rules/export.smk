@@ -2,7 +2,7 @@
 # picked (the same weights, embedded once, when that is the final epoch).
 rule export:
     input:
-        unpack(train_inputs),
+        unpack(export_inputs),
         model=out("{bench}", "runs", "{run}", "model.pt"),
         selected=out("{bench}", "runs", "{run}", "selected.pt"),
     output:
