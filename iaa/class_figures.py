@@ -21,7 +21,14 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from iaa.cli_args import ListAction
+from iaa.cli_args import (
+    ListAction,
+    at_least_one,
+    nonnegative_float,
+    nonnegative_int,
+    positive_float_list,
+    positive_int,
+)
 from iaa.errors import IAAError
 
 if TYPE_CHECKING:
@@ -303,13 +310,6 @@ def alpha_figure(
 # --------------------------------------------------------------------------- command line
 
 
-def _float_list(text: str) -> list[float]:
-    try:
-        return [float(t) for t in text.split(",") if t.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected numbers, got {text!r}") from None
-
-
 def cmd_class_figures(a: argparse.Namespace) -> None:
     """Draw the figures whose outputs are given (a figure is drawn if its PNG or CSV is)."""
     scatter = a.scatter_png is not None or a.scatter_csv is not None
@@ -361,23 +361,24 @@ def register(stage: Stage) -> None:
             help=f"{what}: CSV of the points (default: not written)",
         )
     sp.add_argument(
-        "--p", type=float, default=2.0, help="order of the norm ||.||_p of the distances, >= 1 (default: 2)"
-    )
+        "--p", type=at_least_one, default=2.0,
+        help="order of the norm ||.||_p of the distances, >= 1 (default: 2)",
+    )  # fmt: skip
     sp.add_argument(
         "--min-count",
-        type=int,
+        type=positive_int,
         default=6,
         help="scatter: only classes with at least this many images (images; default: 6, i.e. more than 5)",
     )
     sp.add_argument(
         "--max-pairs",
-        type=int,
+        type=positive_int,
         default=20000,
         help="scatter: at most this many class pairs, drawn at random (pairs; default: 20000)",
     )
     sp.add_argument(
         "--betas",
-        type=_float_list,
+        type=positive_float_list,
         action=ListAction,
         default=list(DEFAULT_BETAS),
         metavar="BETA",
@@ -385,14 +386,14 @@ def register(stage: Stage) -> None:
         "(default: 0.05 0.1 0.2 0.5 1.0)",
     )
     sp.add_argument(
-        "--tau",
-        type=float,
-        default=40.0,
+        "--tau", type=nonnegative_float, default=40.0,
         help="alpha: alpha is 0 for classes with at least tau images (images; default: 40)",
-    )
+    )  # fmt: skip
     sp.add_argument(
-        "--n-max", type=int, default=100, help="alpha: n_k runs from 1 to this (images; default: 100)"
-    )
+        "--n-max", type=positive_int, default=100,
+        help="alpha: n_k runs from 1 to this (images; default: 100)",
+    )  # fmt: skip
     sp.add_argument(
-        "--seed", type=int, default=0, help="scatter: random seed of the drawn class pairs (default: 0)"
-    )
+        "--seed", type=nonnegative_int, default=0,
+        help="scatter: random seed of the drawn class pairs (default: 0)",
+    )  # fmt: skip

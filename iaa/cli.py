@@ -1,22 +1,37 @@
 """The ``iaa`` command: one subcommand per pipeline stage, each a thin call into its module.
 
 Errors the user can fix (a missing file, a bad setting) are printed as one line and exit
-with status 2; anything else is a bug and keeps its traceback.
+with status 2; anything else is a bug and keeps its traceback. SIGTERM (a scheduler's stop)
+unwinds every stage like Ctrl-C, so that what it was writing is removed, and the process then
+dies of the signal (:func:`iaa.preemption.clean_up_on_sigterm`; ``train`` has its own handler).
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
-import math
 import os
 import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import NamedTuple, NoReturn
 
-from iaa.cli_args import HelpFormatter, ListAction, int_list, json_dict, str_list
+from iaa.cli_args import (
+    HelpFormatter,
+    ListAction,
+    Parser,
+    flag01,
+    image_args,
+    json_dict,
+    nonnegative_float,
+    nonnegative_int,
+    open_unit_interval,
+    positive_int,
+    positive_int_list,
+    str_list,
+    unit_interval,
+    weight_args,
+)
 from iaa.cli_commands import (
     cmd_compare,
     cmd_evaluate,
@@ -31,6 +46,7 @@ from iaa.cli_commands import (
     cmd_train,
 )
 from iaa.errors import IAAError
+from iaa.preemption import clean_up_on_sigterm
 
 log = logging.getLogger("iaa")
 
@@ -47,111 +63,6 @@ COMMAND_MODULES = (
 )
 
 DESCRIPTION = "The iaa command: one subcommand per pipeline stage, each a thin call into its module."
-
-
-# --------------------------------------------------------------------------- value types
-# Every numeric option states its domain in its type, so a value outside it is one line from
-# argparse ("iaa train: error: argument --workers: must be a whole number >= 0, not -1", exit
-# 2) before any work starts. The same domains check the --settings JSON (iaa.cli_commands).
-
-
-class Domain(NamedTuple):
-    """The values a number may take: ``what`` says it in words ("a whole number >= 0")."""
-
-    what: str
-    whole: bool
-    low: float | None = None
-    low_open: bool = False
-    high: float | None = None
-    high_open: bool = False
-
-    def admits(self, value: object) -> bool:
-        if isinstance(value, bool) or not isinstance(value, int if self.whole else (int, float)):
-            return False
-        if not math.isfinite(value):
-            return False
-        if self.low is not None and (value <= self.low if self.low_open else value < self.low):
-            return False
-        return self.high is None or (value < self.high if self.high_open else value <= self.high)
-
-
-NONNEGATIVE_INT = Domain("a whole number >= 0", whole=True, low=0)
-POSITIVE_INT = Domain("a whole number >= 1", whole=True, low=1)
-POSITIVE_FLOAT = Domain("a number > 0", whole=False, low=0, low_open=True)
-NONNEGATIVE_FLOAT = Domain("a number >= 0", whole=False, low=0)
-UNIT_INTERVAL = Domain("a number from 0 to 1", whole=False, low=0, high=1)
-OPEN_UNIT_INTERVAL = Domain(
-    "a number between 0 and 1 (exclusive)", whole=False, low=0, low_open=True, high=1, high_open=True
-)
-FRACTION = Domain("a number > 0 and <= 1", whole=False, low=0, low_open=True, high=1)
-
-
-def _shown(text: str) -> str:
-    return text if text and text == text.strip() else repr(text)
-
-
-def _number(text: str, domain: Domain) -> int | float:
-    try:
-        value: int | float = int(text) if domain.whole else float(text)
-    except ValueError:
-        value = math.nan
-    if not domain.admits(value):
-        raise argparse.ArgumentTypeError(f"must be {domain.what}, not {_shown(text)}")
-    return value
-
-
-def nonnegative_int(text: str) -> int:
-    """A count that may be 0 (worker processes, seeds)."""
-    return int(_number(text, NONNEGATIVE_INT))
-
-
-def positive_int(text: str) -> int:
-    """A count of at least 1 (threads, neighbours, pixels, restarts)."""
-    return int(_number(text, POSITIVE_INT))
-
-
-def positive_float(text: str) -> float:
-    return float(_number(text, POSITIVE_FLOAT))
-
-
-def nonnegative_float(text: str) -> float:
-    return float(_number(text, NONNEGATIVE_FLOAT))
-
-
-def unit_interval(text: str) -> float:
-    """A weight or probability in [0, 1]."""
-    return float(_number(text, UNIT_INTERVAL))
-
-
-def open_unit_interval(text: str) -> float:
-    """A fraction strictly between 0 and 1 (a share of the classes)."""
-    return float(_number(text, OPEN_UNIT_INTERVAL))
-
-
-def positive_int_list(text: str) -> list[int]:
-    """A list option's token (``int_list``) whose every number is at least 1 (the K of Recall@K)."""
-    values = int_list(text)
-    if not all(POSITIVE_INT.admits(v) for v in values):
-        raise argparse.ArgumentTypeError(f"must be whole numbers >= 1, not {_shown(text)}")
-    return values
-
-
-def flag01(text: str) -> bool:
-    """A switch given as 0 or 1, as the workflow passes it (``--compile {resources.iaa_compile}``)."""
-    if text.strip() not in ("0", "1"):
-        raise argparse.ArgumentTypeError(f"must be 0 or 1, not {_shown(text)}")
-    return text.strip() == "1"
-
-
-# --------------------------------------------------------------------------- parser
-
-
-class Parser(argparse.ArgumentParser):
-    """A usage error is one line, ``iaa train: error: argument --workers: must be ...``, exit
-    status 2, as every other error the user can fix; ``iaa STAGE --help`` shows the usage."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message}\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -231,36 +142,6 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--out", type=Path, required=True, help="backbone checkpoint (.pt)")
     sp.add_argument("--seed", type=nonnegative_int, default=0, help="random seed (initialisation, batches)")
     sp.add_argument("--settings", default=None, help="JSON: the config's pretrain section")
-
-    def image_args(sp: argparse.ArgumentParser) -> None:
-        sp.add_argument(
-            "--image-size", type=positive_int, default=224, help="side of the center crop, in pixels"
-        )
-        sp.add_argument(
-            "--resize", type=positive_int, default=None,
-            help="resize to this square (the shorter side, with --no-square-resize) before the center "
-            "crop, in pixels (default: --image-size)",
-        )  # fmt: skip
-        sp.add_argument(
-            "--square-resize", action=argparse.BooleanOptionalAction, default=True,
-            help="squash images to --resize squared before the center crop (SPEC 3; off on CUB)",
-        )  # fmt: skip
-        sp.add_argument(
-            "--interpolation", choices=["bilinear", "lanczos"], default="bilinear", help="resize filter"
-        )
-        sp.add_argument(
-            "--workers",
-            type=nonnegative_int,
-            default=0,
-            help="DataLoader worker processes (0: load in the main process)",
-        )
-
-    def weight_args(sp: argparse.ArgumentParser) -> None:
-        sp.add_argument(
-            "--weights", type=Path, default=None,
-            help="ImageNet weights file, or a folder holding it (default: $TORCH_HOME/hub/checkpoints)",
-        )  # fmt: skip
-        sp.add_argument("--no-download", action="store_true", help="never fetch missing weights")
 
     sp = stage("extract", cmd_extract, "pretrained-backbone features of train and evaluation images")
     sp.add_argument(
@@ -484,8 +365,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
             os.environ[var] = str(args.threads)
     t0 = time.perf_counter()
+    # Nested handlers (train's exit_cleanly_on_sigterm, decode's own): the innermost wins while it runs.
+    stage = clean_up_on_sigterm(args.command)(args.func)
     try:
-        args.func(args)
+        stage(args)
     except IAAError as err:
         print(f"iaa {args.command}: error: {err}", file=sys.stderr)
         return 2

@@ -28,11 +28,11 @@ def cmd_prepare(a: argparse.Namespace) -> None:
 
 def settings_domains(section: str) -> dict[str, Any]:
     """The domain of each numeric or boolean key of a ``--settings`` section (``train``,
-    ``train.iaa``, ``pretrain``): an :class:`iaa.cli.Domain`, ``bool``, or a one-item list or
+    ``train.iaa``, ``pretrain``): an :class:`iaa.cli_args.Domain`, ``bool``, or a one-item list or
     dict of a Domain (each item or value). The workflow's schema says the same
     (workflow/schemas/config.schema.yaml; tests/test_cli_parser.py checks they agree); a
     by-hand ``--settings`` is checked here, before any work."""
-    from iaa.cli import (
+    from iaa.cli_args import (
         FRACTION,
         NONNEGATIVE_FLOAT,
         NONNEGATIVE_INT,

@@ -19,6 +19,7 @@ import logging
 from collections.abc import Callable
 from pathlib import Path
 
+from iaa.cli_args import nonnegative_int, positive_int
 from iaa.preemption import clean_up_on_sigterm
 
 log = logging.getLogger(__name__)
@@ -96,7 +97,7 @@ def register(
         "atomically when stale, kept when up to date",
     )  # fmt: skip
     sp.add_argument(
-        "--resize", type=int, default=256,
+        "--resize", type=positive_int, default=256,
         help="side of the squashed images, in pixels (train.resize; ignored with --no-square) (default: 256)",
     )  # fmt: skip
     sp.add_argument(
@@ -109,6 +110,6 @@ def register(
         help="filter of the squash, as train.interpolation (ignored with --no-square) (default: bilinear)",
     )  # fmt: skip
     sp.add_argument(
-        "--decode-threads", type=int, default=None, metavar="N",
-        help="threads decoding images (default: the global --threads, else one per CPU)",
+        "--decode-threads", type=nonnegative_int, default=None, metavar="N",
+        help="threads decoding images, 0: one per CPU (default: the global --threads, else one per CPU)",
     )  # fmt: skip

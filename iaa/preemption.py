@@ -15,10 +15,11 @@ scheduler or Snakemake sees a terminated job, not a failure of its own. SIGKILL 
 caught; the temporary file it may leave is ignored (it never matches ``epoch_*.pt``) and
 removed by :func:`remove_stale_temporaries` when the run restarts.
 
-Stages that resume nothing but write a temporary folder or file beside their output
-(``decode``'s store, ``prepare``'s resized cache) use :func:`clean_up_on_sigterm`: SIGTERM
-unwinds them like Ctrl-C, so their temporaries are removed; what a SIGKILL leaves is removed
-by the next run writing the same output (:func:`iaa.io.remove_leftovers`).
+Every other stage resumes nothing but may write a temporary folder or file beside its output:
+:func:`iaa.cli.main` runs each under :func:`clean_up_on_sigterm` (train's own handler, inside,
+wins). SIGTERM unwinds them like Ctrl-C, so their temporaries are removed; what a SIGKILL
+leaves is removed by the next run writing the same output (:func:`iaa.io.remove_leftovers`;
+``decode``'s store and ``prepare``'s resized cache call it).
 
 The checkpoint directory is deliberately not a declared Snakemake output (the ``train``
 rule passes it as a parameter): Snakemake deletes a failed job's outputs, and the

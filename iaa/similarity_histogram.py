@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from iaa.cli_args import nonnegative_int, positive_int
 from iaa.errors import IAAError
 from iaa.figure_io import PathLike, agg_pyplot, normalise, save_csv, save_figure
 from iaa.io import read_embeddings
@@ -187,9 +188,11 @@ def register(
     sp.add_argument("--out", type=Path, required=True, help="figure (PNG)")
     sp.add_argument("--csv", type=Path, required=True, help="histogram table (CSV)")
     sp.add_argument("--split", default="test", help="split whose pairs are counted (default: test)")
-    sp.add_argument("--bins", type=int, default=50, help="histogram bins over [-1, 1] (default: 50)")
+    sp.add_argument("--bins", type=positive_int, default=50, help="histogram bins over [-1, 1] (default: 50)")
     sp.add_argument(
-        "--max-pairs", type=int, default=200_000,
+        "--max-pairs", type=positive_int, default=200_000,
         help="pairs of each kind kept, a random sample beyond it (default: 200000)",
     )  # fmt: skip
-    sp.add_argument("--seed", type=int, default=0, help="random seed of the pair sample (default: 0)")
+    sp.add_argument(
+        "--seed", type=nonnegative_int, default=0, help="random seed of the pair sample (default: 0)"
+    )

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from iaa.cli_args import nonnegative_float, nonnegative_int, positive_float, positive_int
 from iaa.errors import IAAError
 from iaa.figure_io import PathLike, agg_pyplot, normalise, positive, read, save_csv, save_figure
 
@@ -230,11 +231,22 @@ def register(
     sp.add_argument("--out", type=Path, required=True, help="figure (PNG)")
     sp.add_argument("--csv", type=Path, required=True, help="t-SNE coordinates (CSV)")
     sp.add_argument("--split", default="train", help="split whose classes are drawn (default: train)")
-    sp.add_argument("--classes", type=int, default=10, help="random classes drawn (default: 10)")
-    sp.add_argument("--per-class", type=int, default=20, help="originals per class, at most (default: 20)")
-    sp.add_argument("--copies", type=int, default=3, help="synthetic samples M per original (default: 3)")
-    sp.add_argument("--lam", type=float, default=0.8, help="synthesis strength λ, unitless (default: 0.8)")
+    sp.add_argument("--classes", type=positive_int, default=10, help="random classes drawn (default: 10)")
     sp.add_argument(
-        "--seed", type=int, default=0, help="random seed: classes, originals, noise, t-SNE (default: 0)"
+        "--per-class", type=positive_int, default=20, help="originals per class, at most (default: 20)"
     )
-    sp.add_argument("--perplexity", type=float, default=30, help="t-SNE perplexity, in points (default: 30)")
+    sp.add_argument(
+        "--copies", type=positive_int, default=3, help="synthetic samples M per original (default: 3)"
+    )
+    sp.add_argument(
+        "--lam", type=nonnegative_float, default=0.8, help="synthesis strength λ, unitless (default: 0.8)"
+    )
+    sp.add_argument(
+        "--seed",
+        type=nonnegative_int,
+        default=0,
+        help="random seed: classes, originals, noise, t-SNE (default: 0)",
+    )
+    sp.add_argument(
+        "--perplexity", type=positive_float, default=30, help="t-SNE perplexity, in points (default: 30)"
+    )

@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
+from iaa.cli_args import nonnegative_int, positive_int
 from iaa.errors import IAAError
 from iaa.figure_io import DPI, PathLike, agg_pyplot, normalise, read, save_csv, save_figure
 from iaa.io import ROOT_METADATA_KEY, read_manifest, require_file
@@ -313,6 +314,10 @@ def register(
     sp.add_argument(
         "--gallery-split", default=None, help="split searched, with --query-split (default: --split)"
     )
-    sp.add_argument("--queries", type=int, default=8, help="number of random queries, grid rows (default: 8)")
-    sp.add_argument("--top", type=int, default=5, help="retrieved images per query (default: 5)")
-    sp.add_argument("--seed", type=int, default=0, help="random seed of the query choice (default: 0)")
+    sp.add_argument(
+        "--queries", type=positive_int, default=8, help="number of random queries, grid rows (default: 8)"
+    )
+    sp.add_argument("--top", type=positive_int, default=5, help="retrieved images per query (default: 5)")
+    sp.add_argument(
+        "--seed", type=nonnegative_int, default=0, help="random seed of the query choice (default: 0)"
+    )

@@ -72,12 +72,15 @@ def test_help_shows_defaults_and_no_rst(capsys):
 
 # --------------------------------------------------------------------------- value types
 
-from iaa.cli import (  # noqa: E402
+from iaa.cli_args import (  # noqa: E402
+    at_least_one,
     flag01,
+    int_list,
     nonnegative_float,
     nonnegative_int,
     open_unit_interval,
     positive_float,
+    positive_float_list,
     positive_int,
     positive_int_list,
     unit_interval,
@@ -94,6 +97,7 @@ from iaa.cli import (  # noqa: E402
         (unit_interval, "0", 0.0), (unit_interval, "1", 1.0), (unit_interval, "0.2", 0.2),
         (open_unit_interval, "0.01", 0.01), (open_unit_interval, "0.99", 0.99),
         (positive_int_list, "1,2,4", [1, 2, 4]), (flag01, "0", False), (flag01, "1", True),
+        (at_least_one, "1", 1.0), (at_least_one, "2.5", 2.5), (positive_float_list, "0.05,1", [0.05, 1.0]),
     ],
 )  # fmt: skip
 def test_value_types_take_their_domain(kind, text, value):
@@ -114,6 +118,8 @@ def test_value_types_take_their_domain(kind, text, value):
         (open_unit_interval, "0", "between 0 and 1 (exclusive)"), (open_unit_interval, "1", "(exclusive)"),
         (positive_int_list, "1,0", "whole numbers >= 1"), (positive_int_list, "x", "integers"),
         (flag01, "2", "must be 0 or 1, not 2"), (flag01, "True", "0 or 1"), (flag01, "-1", "0 or 1"),
+        (at_least_one, "0.5", "must be a number >= 1, not 0.5"), (at_least_one, "inf", ">= 1"),
+        (positive_float_list, "0.1,0", "must be numbers > 0"), (positive_float_list, "x", "numbers"),
     ],
 )  # fmt: skip
 def test_value_types_refuse_the_rest(kind, text, says):
@@ -132,19 +138,28 @@ def _escape(word: str) -> str:
 
 CORE_STAGES = {"prepare", "pretrain", "extract", "train", "export", "index", "search", "evaluate"}
 CORE_STAGES |= {"stats", "report", "compare"}
+# Added by the modules of iaa.cli.COMMAND_MODULES through their register(stage).
+REGISTERED_STAGES = {"ablation-table", "sweep-figure", "class-figures", "visualize", "similarity-histogram"}
+REGISTERED_STAGES |= {"tsne", "decode"}
 
 
-def test_no_core_option_takes_a_bare_int_or_float():
-    """Every numeric option of iaa/cli.py's stages states its domain in its type."""
+def test_no_option_takes_a_bare_int_or_float():
+    """Every numeric option of every subcommand, iaa/cli.py's and those other modules register,
+    states its domain in its type."""
     parser = build_parser()
     subs = _subparsers(parser)
-    for name, sp in [("iaa", parser), *((n, subs[n]) for n in sorted(CORE_STAGES))]:
+    assert set(subs) >= CORE_STAGES | REGISTERED_STAGES, sorted(subs)
+    for name, sp in [("iaa", parser), *sorted(subs.items())]:
         for action in sp._actions:
-            assert action.type not in (int, float), f"{name} {action.option_strings}: give it a domain type"
-            assert getattr(action.type, "__name__", "") != "<lambda>", f"{name} {action.option_strings}"
+            where = f"{name} {action.option_strings or action.dest}"
+            assert action.type not in (int, float, int_list), f"{where}: give it a domain type"
+            assert getattr(action.type, "__name__", "") != "<lambda>", where
 
 
 TRAIN = ["train", "--loss", "ms", "--method", "iaa", "--out", "m.pt", "--history", "h.csv"]
+TSNE = ["tsne", "e.parquet", "--out", "t.png", "--csv", "t.csv"]
+HISTOGRAM = ["similarity-histogram", "--baseline", "b.parquet", "--iaa", "i.parquet", "--out", "h.png"]
+HISTOGRAM += ["--csv", "h.csv"]
 
 
 @pytest.mark.parametrize(
@@ -164,6 +179,22 @@ TRAIN = ["train", "--loss", "ms", "--method", "iaa", "--out", "m.pt", "--history
         (["prepare", "folder", "--out", "m.parquet", "--test-fraction", "0"], "--test-fraction"),
         (["prepare", "synth", "--out", "m.parquet", "--cache-size", "0"], "--cache-size"),
         (["pretrain", "--manifest", "m.parquet", "--out", "b.pt", "--seed", "-1"], "--seed"),
+        # the subcommands other modules register
+        ([*TSNE, "--perplexity", "0"], "--perplexity"),
+        ([*TSNE, "--copies", "0"], "--copies"),
+        ([*TSNE, "--lam", "-0.5"], "--lam"),
+        ([*TSNE, "--classes", "0"], "--classes"),
+        (["visualize", "e.parquet", "--out", "g.png", "--top", "0"], "--top"),
+        (["visualize", "e.parquet", "--out", "g.png", "--seed", "-1"], "--seed"),
+        ([*HISTOGRAM, "--bins", "0"], "--bins"),
+        ([*HISTOGRAM, "--max-pairs", "-5"], "--max-pairs"),
+        (["class-figures", "--p", "0.5"], "--p"),
+        (["class-figures", "--betas", "0.1", "0"], "--betas"),
+        (["class-figures", "--tau", "-1"], "--tau"),
+        (["class-figures", "--n-max", "0"], "--n-max"),
+        (["class-figures", "--min-count", "0"], "--min-count"),
+        (["decode", "--manifest", "m.parquet", "--out", "s", "--resize", "0"], "--resize"),
+        (["decode", "--manifest", "m.parquet", "--out", "s", "--decode-threads", "-1"], "--decode-threads"),
     ],
 )  # fmt: skip
 def test_a_value_outside_its_domain_is_one_line_naming_the_option(argv, option, capsys):
@@ -187,6 +218,16 @@ def test_what_the_workflow_passes_still_parses():
     assert (s.k, s.beta, s.gamma, s.tau) == (25, 0.0, 1.0, 0.0)
     p = _parse("prepare", "folder", "--out", "m.parquet", "--seed", "3", "--test-fraction", "0.5")
     assert (p.seed, p.test_fraction) == (3, 0.5)
+    # workflow/rules/ablations.smk and prepare.smk (decode), with the config's values
+    t = _parse(*TSNE, "--split", "train", "--copies", "3", "--lam", "0")
+    assert (t.copies, t.lam, t.perplexity, t.seed) == (3, 0.0, 30, 0)
+    c = _parse("class-figures", "--betas", "0.05", "0.1", "0.2", "0.5", "1.0", "--tau", "40.0", "--p", "1")
+    assert (c.betas, c.tau, c.p) == ([0.05, 0.1, 0.2, 0.5, 1.0], 40.0, 1.0)
+    d = _parse("--threads", "4", "decode", "--manifest", "m.parquet", "--out", "s", "--resize", "256")
+    assert (d.resize, d.decode_threads) == (256, None)
+    assert (
+        _parse("decode", "--manifest", "m.parquet", "--out", "s", "--decode-threads", "0").decode_threads == 0
+    )
 
 
 # --------------------------------------------------------------------------- --settings domains

@@ -93,7 +93,7 @@ class Train:
     def text(self) -> str:
         return self.log.read_text()
 
-    def wait_until(self, ready, what: str, timeout: float = 60, pause: float = 0.002) -> None:
+    def wait_until(self, ready, what: str, timeout: float = 240, pause: float = 0.002) -> None:
         deadline = time.monotonic() + timeout
         while not ready():
             if self.proc.poll() is not None:
@@ -239,3 +239,43 @@ def test_the_resized_cache_removes_only_its_own_leftovers(tmp_path, caplog):
     assert not any(p.exists() for p in planted) and all(p.exists() for p in kept)
     assert f"removed leftover {planted[0]} (10 B) from an interrupted run" in caplog.text
     assert (cache / "a" / "x.png").is_file()
+
+
+# `python -c HELD_WRITE <iaa arguments>`: iaa's own main(), with the rename that completes the
+# atomic write (iaa.io.atomic_path) of the output named $HELD_OUTPUT held until the test signals.
+HELD_WRITE = """
+import os, sys, time
+from iaa.cli import main
+held, replace = os.environ["HELD_OUTPUT"], os.replace
+def held_replace(src, dst, *args, **kwargs):
+    if os.path.basename(str(dst)) == held:
+        print("writing", flush=True)
+        time.sleep(30)  # the test sends SIGTERM here
+    return replace(src, dst, *args, **kwargs)
+os.replace = held_replace
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_sigterm_stops_any_stage_without_leaving_its_temporary(tmp_path):
+    """Every stage runs under clean_up_on_sigterm (iaa.cli.main), not only train and decode:
+    SIGTERM while class-figures' CSV is complete under its temporary name removes that file,
+    says so in one line, and the process dies of the signal (Python's default would leave it)."""
+    import select
+
+    out = tmp_path / "figures" / "alpha.csv"
+    cmd = [sys.executable, "-c", HELD_WRITE, "class-figures", "--alpha-csv", str(out), "--n-max", "10"]
+    env = dict(os.environ, HELD_OUTPUT=out.name)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        ready, _, _ = select.select([proc.stdout], [], [], 60)
+        assert ready and proc.stdout.readline() == "writing\n", proc.stderr.read() if ready else "timed out"
+        (temporary,) = out.parent.iterdir()
+        assert temporary.name.startswith(".alpha.csv.") and temporary.name.endswith(".tmp")
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == -signal.SIGTERM, err  # died of it (143 in a shell)
+    assert list(out.parent.iterdir()) == [], err
+    assert "received SIGTERM: class-figures stopped and removed what it was writing" in err
