@@ -87,12 +87,13 @@ class Domain(NamedTuple):
     low_open: bool = False
     high: float | None = None
     high_open: bool = False
+    infinite: bool = False  # +inf admitted too (sigma = inf: no noise bound, Table IX)
 
     def admits(self, value: object) -> bool:
         if isinstance(value, bool) or not isinstance(value, int if self.whole else (int, float)):
             return False
         if not math.isfinite(value):
-            return False
+            return self.infinite and value == math.inf
         if self.low is not None and (value <= self.low if self.low_open else value < self.low):
             return False
         return self.high is None or (value < self.high if self.high_open else value <= self.high)
@@ -101,6 +102,7 @@ class Domain(NamedTuple):
 NONNEGATIVE_INT = Domain("a whole number >= 0", whole=True, low=0)
 POSITIVE_INT = Domain("a whole number >= 1", whole=True, low=1)
 POSITIVE_FLOAT = Domain("a number > 0", whole=False, low=0, low_open=True)
+POSITIVE_OR_INF = Domain("a number > 0, or inf", whole=False, low=0, low_open=True, infinite=True)
 NONNEGATIVE_FLOAT = Domain("a number >= 0", whole=False, low=0)
 UNIT_INTERVAL = Domain("a number from 0 to 1", whole=False, low=0, high=1)
 OPEN_UNIT_INTERVAL = Domain(

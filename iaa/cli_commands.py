@@ -39,6 +39,7 @@ def settings_domains(section: str) -> dict[str, Any]:
         OPEN_UNIT_INTERVAL,
         POSITIVE_FLOAT,
         POSITIVE_INT,
+        POSITIVE_OR_INF,
         UNIT_INTERVAL,
     )
 
@@ -64,8 +65,8 @@ def settings_domains(section: str) -> dict[str, Any]:
             "copies": NONNEGATIVE_INT, "lam": NONNEGATIVE_FLOAT, "momentum": UNIT_INTERVAL,
             "start_epoch": NONNEGATIVE_INT, "update_every": POSITIVE_INT,
             "correction_min_classes": NONNEGATIVE_INT, "k": POSITIVE_INT, "beta": NONNEGATIVE_FLOAT,
-            "gamma": UNIT_INTERVAL, "tau": NONNEGATIVE_FLOAT, "sigma_m": POSITIVE_FLOAT,
-            "sigma_cv": POSITIVE_FLOAT, "copies_by_loss": {"": NONNEGATIVE_INT},
+            "gamma": UNIT_INTERVAL, "tau": NONNEGATIVE_FLOAT, "sigma_m": POSITIVE_OR_INF,
+            "sigma_cv": POSITIVE_OR_INF, "copies_by_loss": {"": NONNEGATIVE_INT},
             "estimation_images": NONNEGATIVE_INT, "apply_correction": bool, "sqrt_per_copy": bool,
             "minmax_sentinel": bool, "singleton_mean_zero": bool,
         },

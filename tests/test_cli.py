@@ -79,6 +79,11 @@ def _train_args(tmp_path) -> list[str]:
             ["--settings", '{"mode": "head", "batch_size": 4, "samples_per_class": 4}'],
             "train.batch_size (4) must exceed",
         ),
+        (
+            ["--settings", '{"mode": "head", "iaa": {"sigma_m": -Infinity}}'],
+            "train.iaa.sigma_m must be a number > 0, or inf, not -Infinity",
+        ),
+        (["--settings", '{"mode": "head", "iaa": {"sigma_cv": NaN}}'], "train.iaa.sigma_cv must be"),
     ],
 )
 def test_train_settings_outside_their_domain_are_one_line(tmp_path, capsys, extra, names):
@@ -87,6 +92,15 @@ def test_train_settings_outside_their_domain_are_one_line(tmp_path, capsys, extr
     line = _one_line_error(capsys)
     assert line.startswith("iaa train: error: ") and names in line
     assert not (tmp_path / "run").exists()
+
+
+def test_sigma_inf_passes_the_settings_check(tmp_path, capsys):
+    """Table IX's sigma = inf row (variant sigma-inf) sends Infinity through --settings: it gets
+    past the domain check to the missing features file, not refused as out of range."""
+    settings = '{"mode": "head", "iaa": {"sigma_m": Infinity, "sigma_cv": Infinity}}'
+    assert main([*_train_args(tmp_path), "--settings", settings]) == 2
+    line = _one_line_error(capsys)
+    assert "sigma" not in line and "features" in line.lower(), line
 
 
 def test_pretrain_settings_outside_their_domain_are_one_line(tmp_path, capsys):
