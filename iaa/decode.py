@@ -20,6 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from iaa.cli_args import nonnegative_int, positive_int
+from iaa.io import exclusive_writer
 from iaa.preemption import clean_up_on_sigterm
 
 log = logging.getLogger(__name__)
@@ -50,23 +51,34 @@ def decode_stage(
 
     pil_filter(interpolation)
     out = Path(out_dir)
-    remove_store_leftovers(out)  # also when the store turns out up to date
-    try:
-        DecodedStore.open(
-            out, manifest_path, resize=resize, square=square, interpolation=interpolation, check_images=True
+    with exclusive_writer(out, "decoded store"):  # one writer: a second would delete its live temporary
+        remove_store_leftovers(out)  # also when the store turns out up to date
+        try:
+            DecodedStore.open(
+                out,
+                manifest_path,
+                resize=resize,
+                square=square,
+                interpolation=interpolation,
+                check_images=True,
+            )
+        except StoreMissingError:
+            pass
+        except StaleStoreError as err:
+            log.info("%s: rebuilding it", err)
+        else:
+            log.info("decoded store %s is up to date", out)
+            return out
+        if not square:
+            log.info("not square: images kept at their own sizes (--resize and --interpolation do not apply)")
+        return write_store(
+            manifest_path,
+            out,
+            resize=resize,
+            square=square,
+            interpolation=interpolation,
+            threads=threads or None,
         )
-    except StoreMissingError:
-        pass
-    except StaleStoreError as err:
-        log.info("%s: rebuilding it", err)
-    else:
-        log.info("decoded store %s is up to date", out)
-        return out
-    if not square:
-        log.info("not square: images kept at their own sizes (--resize and --interpolation do not apply)")
-    return write_store(
-        manifest_path, out, resize=resize, square=square, interpolation=interpolation, threads=threads or None
-    )
 
 
 def _cmd_decode(args: argparse.Namespace) -> None:

@@ -27,7 +27,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from iaa.errors import IAAError
-from iaa.io import EmbeddingTable, atomic_path, embedding_splits, read_embeddings, require_file
+from iaa.io import (
+    EmbeddingTable,
+    atomic_path,
+    embedding_splits,
+    read_embeddings,
+    require_file,
+    require_parquet,
+)
 
 IndexKind = Literal["flat", "ivf", "hnsw"]
 INDEX_KINDS: tuple[str, ...] = ("flat", "ivf", "hnsw")
@@ -183,7 +190,7 @@ def read_index_ids(index_path: str | os.PathLike[str]) -> pd.DataFrame | None:
     p = ids_path(index_path)
     if not p.is_file():
         return None
-    return pq.read_table(p).to_pandas()
+    return pq.read_table(require_parquet(p, "index ids file")).to_pandas()
 
 
 def read_split(

@@ -8,6 +8,7 @@ job killed midway never leaves a half-written output that Snakemake would trust.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import logging
 import os
@@ -33,6 +34,19 @@ MANIFEST_COLUMNS = ("path", "label", "split", "class_name")
 ROOT_METADATA_KEY = b"iaa.root"
 
 
+# The process's umask, read once at import (reading it means setting it, which is not
+# thread-safe later): temporaries get the mode a plain open() would have given the output.
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+
+
+def usual_mode(path: str | os.PathLike[str]) -> None:
+    """Give a temporary from ``tempfile.mkstemp``/``mkdtemp`` (0600/0700, private) the mode
+    the output would have had if written directly: 0666/0777 less the umask, so results on a
+    shared file system are as readable as any other file the user writes."""
+    os.chmod(path, (0o777 if os.path.isdir(path) else 0o666) & ~_UMASK)
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; rename it onto ``path`` on success.
@@ -45,11 +59,57 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     os.close(fd)
     tmp = Path(tmp_name)
     try:
+        usual_mode(tmp)
         yield tmp
         os.replace(tmp, final)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+_HELD: set[Path] = set()  # outputs this process holds the writer's lock of (re-entrant use)
+
+
+@contextlib.contextmanager
+def exclusive_writer(target: str | os.PathLike[str], what: str) -> Iterator[None]:
+    """Hold the lock of the one process allowed to write ``target`` (and to remove its
+    leftovers, :func:`remove_leftovers`): an advisory ``flock`` on ``.<name>.lock`` beside it,
+    released when the process ends, however it ends (SIGKILL too). Re-entrant within a process.
+    The lock file is removed on release (a SIGKILL leaves it, harmless: an unlocked file).
+
+    Raises IAAError (one line) when another process holds it: a second writer would take the
+    first one's live temporary for a leftover and delete it.
+    """
+    final = Path(target).absolute()
+    if final in _HELD:
+        yield
+        return
+    final.parent.mkdir(parents=True, exist_ok=True)
+    lock = final.parent / f".{final.name}.lock"
+    for _ in range(3):  # the holder may unlink the file between our open and our flock
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666 & ~_UMASK)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise IAAError(
+                f"another process is writing the {what} {final} (it holds {lock}); wait for it to end"
+            ) from None
+        try:
+            if os.fstat(fd).st_ino == os.stat(lock).st_ino:
+                break  # locked the file that is in place
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+    else:
+        raise IAAError(f"cannot take the lock {lock} of the {what} {final}: it keeps being replaced")
+    _HELD.add(final)
+    try:
+        yield
+    finally:
+        _HELD.discard(final)
+        lock.unlink(missing_ok=True)  # still held: nobody can lock this inode in between
+        os.close(fd)  # releases the lock
 
 
 # tempfile.mkstemp/mkdtemp names: the prefix ``.<name>.``, 8 characters of this alphabet, the suffix.
@@ -140,6 +200,18 @@ def require_file(path: str | os.PathLike[str], what: str) -> Path:
     return p
 
 
+def require_parquet(path: str | os.PathLike[str], what: str) -> Path:
+    """:func:`require_file`, and its Parquet footer readable: an empty, truncated or non-Parquet
+    file is one IAAError naming it (pyarrow's ArrowInvalid otherwise ends in a traceback)."""
+    p = require_file(path, what)
+    try:
+        pq.read_schema(p)
+    except (pa.ArrowException, OSError) as err:
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise IAAError(f"cannot read {what} {p}: not a readable Parquet file ({reason})") from None
+    return p
+
+
 # --------------------------------------------------------------------------- manifests
 
 
@@ -175,7 +247,7 @@ class Manifest:
 
 
 def read_manifest(path: str | os.PathLike[str]) -> Manifest:
-    p = require_file(path, "manifest")
+    p = require_parquet(path, "manifest")
     table = pq.read_table(p)
     missing = [c for c in MANIFEST_COLUMNS if c not in table.column_names]
     if missing:
@@ -248,7 +320,7 @@ _SHOWN_ROWS = 5  # bad rows named in an error message
 def embedding_splits(path: str | os.PathLike[str]) -> list[str]:
     """The sorted distinct splits of an embeddings Parquet (only its ``split`` column is read), so a
     stage can choose the splits it needs before :func:`read_embeddings` reads (and checks) them."""
-    p = require_file(path, "embeddings file")
+    p = require_parquet(path, "embeddings file")
     if "split" not in pq.read_schema(p, memory_map=True).names:
         raise IAAError(f"embeddings file {p} lacks column 'split'")
     column = pq.read_table(p, columns=["split"], memory_map=True).column("split")
@@ -281,7 +353,7 @@ def read_embeddings(
     needs (e.g. an embedding head's input size); ``with_paths=False`` skips the path strings
     (returned empty), the slowest column to decode, for callers that ignore them.
     """
-    p = require_file(path, "embeddings file")
+    p = require_parquet(path, "embeddings file")
     schema = pq.read_schema(p, memory_map=True)
     required = ("label", "split", "embedding") + (("path",) if with_paths else ())
     for col in required:

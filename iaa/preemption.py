@@ -113,7 +113,9 @@ def clean_up_on_sigterm(stage: str) -> Callable[[F], F]:
 
     def farewell(stop: Preempted, kwargs: dict[str, Any]) -> None:
         log.warning(
-            "%s: %s stopped and removed what it was writing; running the same command again starts it over",
+            "%s: %s stopped; its temporary files are removed, its outputs not written (files it "
+            "finished on the way, e.g. generated images, stay); running the same command again "
+            "starts it over",
             stop,
             stage,
         )

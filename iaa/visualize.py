@@ -26,7 +26,7 @@ import pyarrow.parquet as pq
 from iaa.cli_args import nonnegative_int, positive_int
 from iaa.errors import IAAError
 from iaa.figure_io import DPI, PathLike, agg_pyplot, normalise, read, save_csv, save_figure
-from iaa.io import ROOT_METADATA_KEY, read_manifest, require_file
+from iaa.io import ROOT_METADATA_KEY, read_manifest, require_parquet
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +65,7 @@ def resolve_image_root(
         return root
     if manifest is not None:
         return read_manifest(manifest).root
-    p = require_file(embeddings_path, "embeddings file")
+    p = require_parquet(embeddings_path, "embeddings file")
     meta = pq.read_schema(p).metadata or {}
     if ROOT_METADATA_KEY in meta:
         return Path(meta[ROOT_METADATA_KEY].decode())

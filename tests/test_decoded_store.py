@@ -404,4 +404,4 @@ def test_sigterm_during_decode_leaves_no_temporary(tmp_path: Path) -> None:
             proc.kill()
     assert returncode == -signal.SIGTERM, log.read_text()  # died of the signal: 143 in a shell
     assert list(parent.iterdir()) == []
-    assert "received SIGTERM: decode stopped and removed what it was writing" in log.read_text()
+    assert "received SIGTERM: decode stopped; its temporary files are removed" in log.read_text()

@@ -1,3 +1,7 @@
+import fcntl
+import os
+import stat
+
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -5,7 +9,16 @@ import pyarrow.parquet as pq
 import pytest
 
 from iaa.errors import IAAError
-from iaa.io import atomic_path, read_embeddings, read_manifest, write_embeddings, write_manifest
+from iaa.io import (
+    atomic_path,
+    embedding_splits,
+    exclusive_writer,
+    read_embeddings,
+    read_manifest,
+    remove_leftovers,
+    write_embeddings,
+    write_manifest,
+)
 
 
 def test_atomic_path_leaves_nothing_when_the_writer_fails(tmp_path):
@@ -68,3 +81,54 @@ def test_manifest_keeps_its_root(tmp_path):
     assert manifest.root == (tmp_path / "data").resolve()
     assert manifest.absolute_paths()[1] == (tmp_path / "data").resolve() / "b/2.png"
     assert list(manifest.split("test")["label"]) == [4]
+
+
+@pytest.mark.parametrize("content", [b"", b"not parquet at all", b"PAR1" + b"\0" * 20])
+@pytest.mark.parametrize(
+    ("reader", "what"),
+    [
+        (read_manifest, "manifest"),
+        (embedding_splits, "embeddings file"),
+        (read_embeddings, "embeddings file"),
+    ],
+)
+def test_an_unreadable_parquet_is_one_line_naming_it(tmp_path, content, reader, what):
+    """Empty, garbage or footer-less files: pyarrow's ArrowInvalid would end in a traceback."""
+    bad = tmp_path / "bad.parquet"
+    bad.write_bytes(content)
+    with pytest.raises(IAAError, match=f"cannot read {what} .*bad.parquet: not a readable Parquet file"):
+        reader(bad)
+
+
+def test_a_second_writer_of_the_same_output_is_refused_and_the_lock_ends_with_its_holder(tmp_path):
+    """Two decodes of one store: the second took the first's live temporary for a leftover and
+    deleted it. The writer's lock (flock on .<name>.lock) now refuses the second in one line."""
+    target = tmp_path / "store"
+    other = os.open(tmp_path / ".store.lock", os.O_RDWR | os.O_CREAT)  # another writer's lock
+    fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    live = tmp_path / ".store.abcd1234.tmp"  # its temporary, named as a leftover would be
+    live.mkdir()
+    with (
+        pytest.raises(IAAError, match=r"another process is writing the decoded store .*store \(it holds"),
+        exclusive_writer(target, "decoded store"),
+    ):
+        remove_leftovers(target)
+    assert live.is_dir()  # untouched
+    os.close(other)  # the holder ends: its lock goes with it
+    # re-entrant in one process
+    with exclusive_writer(target, "decoded store"), exclusive_writer(target, "decoded store"):
+        assert remove_leftovers(target) == [live]
+    assert not live.exists()
+
+
+def test_atomic_outputs_get_the_usual_mode_not_mkstemps_private_one(tmp_path):
+    """mkstemp makes 0600 files: without a chmod, results on a shared file system would be
+    unreadable to collaborators. The mode is what open() gives: 0666 less the umask."""
+    with atomic_path(tmp_path / "out.txt") as tmp:
+        tmp.write_text("x")
+    plain = tmp_path / "plain.txt"
+    plain.write_text("x")
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert stat.S_IMODE((tmp_path / "out.txt").stat().st_mode) == 0o666 & ~umask
+    assert stat.S_IMODE(plain.stat().st_mode) == 0o666 & ~umask

@@ -278,4 +278,4 @@ def test_sigterm_stops_any_stage_without_leaving_its_temporary(tmp_path):
         proc.kill()
     assert proc.returncode == -signal.SIGTERM, err  # died of it (143 in a shell)
     assert list(out.parent.iterdir()) == [], err
-    assert "received SIGTERM: class-figures stopped and removed what it was writing" in err
+    assert "received SIGTERM: class-figures stopped; its temporary files are removed" in err

@@ -40,7 +40,7 @@ from iaa.data.decoded_store import (
 )
 from iaa.data.images import load_rgb, pil_filter, squash_image
 from iaa.errors import IAAError
-from iaa.io import read_manifest, remove_leftovers, require_file
+from iaa.io import exclusive_writer, read_manifest, remove_leftovers, require_file, usual_mode
 
 log = logging.getLogger(__name__)
 
@@ -92,63 +92,66 @@ def write_store(
         _human(pixel_bytes),
         f"{resize}x{resize} {interpolation}" if square else "original sizes",
     )
-    remove_store_leftovers(target)  # before the free-space check: their bytes count as free
-    _check_space(target, need)
+    with exclusive_writer(target, "decoded store"):  # one writer: a second would delete its live temporary
+        remove_store_leftovers(target)  # before the free-space check: their bytes count as free
+        _check_space(target, need)
 
-    meta: dict[str, Any] = {
-        "format": FORMAT_VERSION,
-        "rows": n,
-        "manifest_sha256": file_sha256(manifest_path),
-        "paths_sha256": paths_sha256(rel_paths),
-        "image_stats": IMAGE_STATS_FILE,
-        "square": bool(square),
-        "resize": int(resize) if square else None,
-        "interpolation": interpolation if square else None,
-        "layout": "NHWC uint8" if square else "concatenated HWC uint8 + index (offset, height, width)",
-        "pillow": PIL.__version__,
-    }
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
-    try:
-        tmp.chmod(0o777 & ~_umask())  # mkdtemp's folder is private (0700); a store is shared like any output
-        pixels = np.lib.format.open_memmap(tmp / PIXELS_FILE, mode="w+", dtype=np.uint8, shape=pixel_shape)
-        if sizes is None:
-            offsets = None
-        else:
-            index = np.zeros((n, 3), dtype=np.int64)
-            index[:, 1:] = sizes
-            index[1:, 0] = np.cumsum(sizes[:, 0] * sizes[:, 1] * 3)[:-1]
-            offsets = index[:, 0]
-            np.save(tmp / INDEX_FILE, index, allow_pickle=False)
-        np.save(tmp / IMAGE_STATS_FILE, stats, allow_pickle=False)
+        meta: dict[str, Any] = {
+            "format": FORMAT_VERSION,
+            "rows": n,
+            "manifest_sha256": file_sha256(manifest_path),
+            "paths_sha256": paths_sha256(rel_paths),
+            "image_stats": IMAGE_STATS_FILE,
+            "square": bool(square),
+            "resize": int(resize) if square else None,
+            "interpolation": interpolation if square else None,
+            "layout": "NHWC uint8" if square else "concatenated HWC uint8 + index (offset, height, width)",
+            "pillow": PIL.__version__,
+        }
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+        try:
+            usual_mode(tmp)  # mkdtemp's folder is private (0700); a store is shared like any output
+            pixels = np.lib.format.open_memmap(
+                tmp / PIXELS_FILE, mode="w+", dtype=np.uint8, shape=pixel_shape
+            )
+            if sizes is None:
+                offsets = None
+            else:
+                index = np.zeros((n, 3), dtype=np.int64)
+                index[:, 1:] = sizes
+                index[1:, 0] = np.cumsum(sizes[:, 0] * sizes[:, 1] * 3)[:-1]
+                offsets = index[:, 0]
+                np.save(tmp / INDEX_FILE, index, allow_pickle=False)
+            np.save(tmp / IMAGE_STATS_FILE, stats, allow_pickle=False)
 
-        def decode_one(i: int) -> None:
-            image = load_rgb(files[i])
-            if square:
-                pixels[i] = np.asarray(squash_image(image, resize, interpolation))
-                return
-            h, w = int(sizes[i, 0]), int(sizes[i, 1])
-            array = np.asarray(image)
-            if array.shape != (h, w, 3):
-                raise IAAError(f"image {files[i]} decoded to {array.shape}, its header said {(h, w, 3)}")
-            start = int(offsets[i])
-            pixels[start : start + h * w * 3] = array.reshape(-1)
+            def decode_one(i: int) -> None:
+                image = load_rgb(files[i])
+                if square:
+                    pixels[i] = np.asarray(squash_image(image, resize, interpolation))
+                    return
+                h, w = int(sizes[i, 0]), int(sizes[i, 1])
+                array = np.asarray(image)
+                if array.shape != (h, w, 3):
+                    raise IAAError(f"image {files[i]} decoded to {array.shape}, its header said {(h, w, 3)}")
+                start = int(offsets[i])
+                pixels[start : start + h * w * 3] = array.reshape(-1)
 
-        _run_parallel(decode_one, n, threads, desc="decode", progress=progress)
-        pixels.flush()  # msync; the mapping itself is dropped when this function returns
-        names = [PIXELS_FILE] + ([] if square else [INDEX_FILE]) + [IMAGE_STATS_FILE]
-        for name in names:
-            _fsync(tmp / name)
-        meta["files"] = {name: (tmp / name).stat().st_size for name in names}
-        meta["total_bytes"] = sum(meta["files"].values())
-        (tmp / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
-        _fsync(tmp / META_FILE)
-        _replace_dir(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    log.info("wrote decoded store %s (%d rows, %s)", target, n, _human(meta["total_bytes"]))
-    return target
+            _run_parallel(decode_one, n, threads, desc="decode", progress=progress)
+            pixels.flush()  # msync; the mapping itself is dropped when this function returns
+            names = [PIXELS_FILE] + ([] if square else [INDEX_FILE]) + [IMAGE_STATS_FILE]
+            for name in names:
+                _fsync(tmp / name)
+            meta["files"] = {name: (tmp / name).stat().st_size for name in names}
+            meta["total_bytes"] = sum(meta["files"].values())
+            (tmp / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+            _fsync(tmp / META_FILE)
+            _replace_dir(tmp, target)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        log.info("wrote decoded store %s (%d rows, %s)", target, n, _human(meta["total_bytes"]))
+        return target
 
 
 def remove_store_leftovers(target: str | os.PathLike[str]) -> list[Path]:
@@ -238,12 +241,6 @@ def _replace_dir(tmp: Path, target: Path) -> None:
             os.close(fd)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
-
-
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
 
 
 def _fsync(path: Path) -> None:

@@ -26,7 +26,7 @@ from PIL import Image, UnidentifiedImageError
 
 from iaa.data.datasets.image_checks import _MISSING, WIDE_MODES, _map_chunked, _one_line, to_rgb
 from iaa.errors import IAAError
-from iaa.io import remove_leftovers, write_json
+from iaa.io import exclusive_writer, remove_leftovers, usual_mode, write_json
 from iaa.preemption import clean_up_on_sigterm
 
 log = logging.getLogger(__name__)
@@ -47,6 +47,7 @@ def _write_atomic(dst: Path, write: Callable[[Path], None]) -> None:
     os.close(fd)
     tmp = Path(tmp_name)
     try:
+        usual_mode(tmp)
         write(tmp)
         os.replace(tmp, dst)
     except BaseException:
@@ -134,24 +135,25 @@ def build_resized_cache(
     if cache_dir.resolve() == folder.resolve():
         raise IAAError(f"the resized cache {cache_dir} is the dataset folder itself; choose another folder")
     cache_dir.mkdir(parents=True, exist_ok=True)
-    remove_leftovers(cache_dir / CACHE_MARKER, *(cache_dir / rel for rel in relpaths))
-    recipe = {"square_side": size, "interpolation": interpolation}
-    previous = _cached_recipe(cache_dir)
-    if previous is not None and previous != recipe:
-        log.info("resized cache %s holds %s, not %s: rebuilding", cache_dir, previous, recipe)
-        _map_chunked(lambda rel: (cache_dir / rel).unlink(missing_ok=True), relpaths, threads)
-    write_json(cache_dir / CACHE_MARKER, recipe)
-    t0 = time.perf_counter()
-    failures = _map_chunked(
-        lambda rel: _cache_one(folder / rel, cache_dir / rel, size, resample), relpaths, threads
-    )
-    log.info(
-        "resized cache %s: %d image(s), %d x %d (%s), in %.1fs",
-        cache_dir,
-        len(relpaths),
-        size,
-        size,
-        interpolation,
-        time.perf_counter() - t0,
-    )
-    return failures
+    with exclusive_writer(cache_dir, "resized cache"):  # one writer: a second would delete its temporaries
+        remove_leftovers(cache_dir / CACHE_MARKER, *(cache_dir / rel for rel in relpaths))
+        recipe = {"square_side": size, "interpolation": interpolation}
+        previous = _cached_recipe(cache_dir)
+        if previous is not None and previous != recipe:
+            log.info("resized cache %s holds %s, not %s: rebuilding", cache_dir, previous, recipe)
+            _map_chunked(lambda rel: (cache_dir / rel).unlink(missing_ok=True), relpaths, threads)
+        write_json(cache_dir / CACHE_MARKER, recipe)
+        t0 = time.perf_counter()
+        failures = _map_chunked(
+            lambda rel: _cache_one(folder / rel, cache_dir / rel, size, resample), relpaths, threads
+        )
+        log.info(
+            "resized cache %s: %d image(s), %d x %d (%s), in %.1fs",
+            cache_dir,
+            len(relpaths),
+            size,
+            size,
+            interpolation,
+            time.perf_counter() - t0,
+        )
+        return failures

@@ -12,6 +12,7 @@ from PIL import Image, ImageDraw, ImageFilter
 
 from iaa.data.synth.families import _F, _Class, _Family
 from iaa.data.synth.shapes import KINDS, _rot
+from iaa.io import usual_mode
 
 
 def _colour(rgb: np.ndarray) -> tuple[int, int, int]:
@@ -88,6 +89,7 @@ def _save_png(img: Image.Image, path: Path) -> None:
     """Write atomically: a temporary file in the same directory renamed into place."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        usual_mode(tmp)
         with os.fdopen(fd, "wb") as fh:
             img.save(fh, format="PNG")
         os.replace(tmp, path)
