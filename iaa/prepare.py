@@ -69,8 +69,8 @@ def prepare_stage(
             raise IAAError(f"benchmark {benchmark!r} generates its images: pass --data-dir DIR")
         try:
             spec = SynthSpec.for_variant(bench.synth_variant, **(synth_overrides or {}))
-        except TypeError as err:
-            raise IAAError(f"bad synth override: {err}") from None
+        except IAAError as err:  # names the field: --synth: train_classes must be >= 1, got -3
+            raise IAAError(f"--synth: {err}") from None
         workers = workers or 1
         log.info("generating %s into %s (seed %d, %d workers)", benchmark, data_dir, seed, workers)
         manifest = write_synth(Path(data_dir), Path(out), spec, seed=seed, workers=workers)

@@ -9,7 +9,9 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from iaa.cli import main
 from iaa.data.synth import SPLITS, SynthSpec, generate_synth, write_synth
+from iaa.errors import IAAError
 from iaa.io import read_manifest
 
 TINY = dict(
@@ -72,14 +74,50 @@ def test_variants_and_overrides() -> None:
 
 
 def test_bad_variant_and_fields() -> None:
-    with pytest.raises(ValueError, match="synth-fewshot"):
+    with pytest.raises(IAAError, match="synth-fewshot"):
         SynthSpec.for_variant("cub")
-    with pytest.raises(ValueError, match="colours"):
+    with pytest.raises(IAAError, match="^colours: unknown SynthSpec field"):
         SynthSpec.for_variant("synth", colours=3)
-    with pytest.raises(ValueError, match="train_images"):
+    with pytest.raises(IAAError, match="did you mean 'train_classes'"):
+        SynthSpec.for_variant("synth", trian_classes=3)
+    with pytest.raises(IAAError, match="train_images"):
         SynthSpec.for_variant("synth", train_images=(1, 4))
-    with pytest.raises(ValueError, match="image_size"):
+    with pytest.raises(IAAError, match="image_size"):
         SynthSpec.for_variant("synth", image_size=4)
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"train_classes": -3}, "train_classes must be >= 1, got -3"),
+        ({"image_size": "big"}, "image_size must be a whole number, not 'big'"),
+        ({"families": True}, "families must be a whole number, not True"),
+        ({"train_images": [3, "x"]}, "train_images must be a [min, max] pair of whole numbers"),
+        ({"test_images": [3]}, "test_images must be a [min, max] pair of whole numbers"),
+        ({"class_spread": float("nan")}, "class_spread must be a finite number, not nan"),
+        ({"variation": -1.0}, "variation must be >= 0, got -1.0"),
+    ],
+)
+def test_bad_override_values_are_iaa_errors_naming_the_field(overrides: dict, message: str) -> None:
+    with pytest.raises(IAAError) as err:
+        SynthSpec.for_variant("synth", **overrides)
+    assert str(err.value).startswith(message), err.value
+
+
+@pytest.mark.parametrize(
+    "overrides, key",
+    [('{"train_classes": -3}', "train_classes"), ('{"image_size": "big"}', "image_size"),
+     ('{"trian_classes": 3}', "trian_classes")],
+)  # fmt: skip
+def test_prepare_synth_names_a_bad_override_in_one_line_and_exits_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], overrides: str, key: str
+) -> None:
+    args = ["prepare", "synth", "--out", str(tmp_path / "m.parquet"), "--data-dir", str(tmp_path / "data")]
+    assert main([*args, "--synth", overrides]) == 2
+    said = capsys.readouterr()
+    assert said.out == "" and len(said.err.splitlines()) == 1, said.err
+    assert said.err.startswith(f"iaa prepare: error: --synth: {key}"), said.err
+    assert not (tmp_path / "data").exists() and not (tmp_path / "m.parquet").exists()
 
 
 # --------------------------------------------------------------------------- manifest
@@ -232,5 +270,5 @@ def test_pretrain_families_are_kept_apart_from_train_and_test(tmp_path: Path) ->
     m = generate_synth(tmp_path, spec, seed=1)
     assert set(m.family[m.split == "pretrain"]) == {0, 1}
     assert set(m.family[m.split == "train"]) == set(m.family[m.split == "test"]) == {2, 3, 4}
-    with pytest.raises(ValueError, match="pretrain_families"):
+    with pytest.raises(IAAError, match="pretrain_families"):
         SynthSpec.for_variant("synth", families=3)  # the variant's 8 pretrain families

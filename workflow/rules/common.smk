@@ -2,6 +2,7 @@
 import copy
 import difflib
 import json
+import math
 import shlex
 import sys
 
@@ -20,6 +21,7 @@ from iaa.ablations.variants import (
 from iaa.benchmarks import get_benchmark as registered_benchmark, register_benchmark
 from iaa.checkpoints import EXECUTION_KEYS
 from iaa.data.datasets.custom import eval_splits_of
+from iaa.data.synth.spec import SynthSpec
 from iaa.config import TrainSettings, check_train_settings, coerce_pipeline_config, from_dict
 from iaa.errors import IAAError
 from iaa.paper import paper_numbers
@@ -60,12 +62,18 @@ def schema_problem(data):
     return None
 
 
+def key_path(parts):
+    """A key's path in the config as the user writes it: ``train.iaa.lam``, ``seeds[1]``."""
+    where = ""
+    for part in parts:
+        where += f"[{part}]" if isinstance(part, int) else f".{part}" if where else str(part)
+    return where
+
+
 def schema_message(error, root=()):
     """One line for a ValidationError, naming the key by its path in the config (``root`` +
     jsonschema's absolute_path): ``train.loader: 'gpu' is not one of [...]``."""
-    where = ""
-    for part in (*root, *error.absolute_path):
-        where += f"[{part}]" if isinstance(part, int) else f".{part}" if where else str(part)
+    where = key_path((*root, *error.absolute_path))
     schema = error.schema if isinstance(error.schema, dict) else {}
     if error.validator == "additionalProperties" and schema.get("additionalProperties") is False:
         allowed = sorted(schema.get("properties", {}))
@@ -77,6 +85,35 @@ def schema_message(error, root=()):
             return f"{key}: unknown key ({hint}allowed: {', '.join(allowed)})"
     message = " ".join(error.message.split())
     return f"{where}: {message}" if where else message
+
+
+# The keys that take +inf (Table IX's sigma = inf row, variant sigma-inf); the schema's
+# `type: number` lets NaN and +-inf (YAML .nan, .inf) through everywhere else.
+INFINITE_OK = {("train", "iaa", "sigma_m"), ("train", "iaa", "sigma_cv")}
+
+
+def non_finite(node, path=()):
+    """The first (path, value) in ``node`` that is NaN or +-inf, but +inf at INFINITE_OK; or None."""
+    if isinstance(node, dict):
+        items = node.items()
+    elif isinstance(node, list):
+        items = enumerate(node)
+    else:
+        bad = isinstance(node, float) and not math.isfinite(node)
+        return (path, node) if bad and not (node == math.inf and path in INFINITE_OK) else None
+    for key, value in items:
+        if (found := non_finite(value, (*path, key))) is not None:
+            return found
+    return None
+
+
+def user_key(bench, path):
+    """Where the user set ``path`` of benchmark ``bench``'s config: under
+    benchmark_overrides[bench] when set there, else at ``path`` itself."""
+    node = _RAW_CONFIG.get("benchmark_overrides", {}).get(bench)
+    for part in path:
+        node = node.get(part) if isinstance(node, dict) else None
+    return key_path(("benchmark_overrides", bench, *path) if node is not None else path)
 
 
 def get_benchmark(name):
@@ -143,6 +180,21 @@ def bench_config(bench):
         if variant is None and node is not None:
             raise WorkflowError(schema_message(problem, ("benchmark_overrides", bench)))
         raise WorkflowError(f"benchmark {bench}: {schema_message(problem)}")
+    # NaN anywhere, +-inf but where a key takes it: the stages would refuse it after hours.
+    mine = {k: v for k, v in merged.items() if k != "benchmark_overrides"}  # bench's own: merged in
+    if (found := non_finite(mine)) is not None:
+        path, value = found
+        text = "NaN" if math.isnan(value) else str(value)
+        where = user_key(bench, path) if variant is None else f"{bench}: {key_path(path)}"
+        raise WorkflowError(f"{where}: {text} is not a number this key takes")
+    # The spec the prepare job generates the built-in benchmark from (iaa prepare --synth).
+    synth_variant = registered_benchmark(base).synth_variant  # None: a real dataset
+    if variant is None and synth_variant is not None:
+        try:
+            SynthSpec.for_variant(synth_variant, **merged["synth"]["overrides"])
+        except IAAError as err:
+            also = "" if bench == synth_variant else f" (benchmark {bench})"
+            raise WorkflowError(f"{user_key(bench, ('synth', 'overrides'))}: {err}{also}") from None
     try:  # settings that cannot train (e.g. m = 1): one line before any job runs
         check_train_settings(from_dict(TrainSettings, merged["train"]), config["methods"])
     except IAAError as err:
@@ -515,6 +567,15 @@ def ablation_targets():
 
 for _key in EXPERIMENTS.keys() | {"fig3", "fig5", "fig9a", "fig12", "fig13", "fig14"}:
     checked(ablation_config, _key)  # a key an experiment does not use fails before any job runs
+# Every benchmark named under ablations: known, and its config one that can train.
+for _key, _section in [(None, config["ablations"])] + sorted(config["ablations"].items()):
+    _where = "ablations.benchmarks" if _key is None else f"ablations.{_key}.benchmarks"
+    for _bench in (_section.get("benchmarks") or []) if isinstance(_section, dict) else []:
+        try:
+            get_benchmark(_bench)
+        except IAAError as err:
+            config_error(f"{_where}: {err}")
+        checked(bench_config, _bench)
 for _key in ("fig5", "fig9a"):
     if config["ablations"].get(_key, {}).get("benchmarks"):
         config_error(f"ablations.{_key}: drawn with fig3 by one rule; set fig3's benchmarks instead")

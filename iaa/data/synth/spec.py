@@ -9,9 +9,13 @@ worker processes.
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import math
 from dataclasses import dataclass
 
 import numpy as np
+
+from iaa.errors import IAAError
 
 SPLITS = ("pretrain", "train", "test")
 VARIANTS = ("synth", "synth-fewshot")
@@ -72,7 +76,8 @@ class SynthSpec:
 
     @classmethod
     def for_variant(cls, name: str, **overrides: object) -> SynthSpec:
-        """The spec of a named variant, with fields replaced by ``overrides``."""
+        """The spec of a named variant, with fields replaced by ``overrides``. Raises IAAError
+        naming the field for an unknown field, a value of the wrong type or out of range."""
         if name == "synth":
             base = cls(pretrain_families=8)
         elif name == "synth-fewshot":
@@ -89,12 +94,19 @@ class SynthSpec:
                 pretrain_families=24,
             )
         else:
-            raise ValueError(f"unknown synthetic variant {name!r}; valid: {', '.join(VARIANTS)}")
+            raise IAAError(f"unknown synthetic variant {name!r}; valid: {', '.join(VARIANTS)}")
         fields = {f.name for f in dataclasses.fields(cls)} - {"variant"}
         unknown = sorted(set(overrides) - fields)
         if unknown:
-            raise ValueError(f"unknown SynthSpec fields {unknown}; valid: {sorted(fields)}")
-        return dataclasses.replace(base, **overrides)
+            near = difflib.get_close_matches(str(unknown[0]), sorted(fields), n=1)
+            hint = f" (did you mean {near[0]!r}?)" if near else ""
+            raise IAAError(f"{unknown[0]}: unknown SynthSpec field{hint}; valid: {', '.join(sorted(fields))}")
+        for key, value in overrides.items():
+            _check_override(key, getattr(base, key), value)
+        try:
+            return dataclasses.replace(base, **overrides)
+        except (TypeError, ValueError) as err:  # __post_init__'s range checks name the field
+            raise IAAError(str(err)) from None
 
     def family_of(self, split: str, j: int) -> int:
         """Family of the ``j``-th class of ``split``."""
@@ -111,6 +123,26 @@ class SynthSpec:
 
     def tail(self, split: str) -> float:
         return 0.0 if split == "pretrain" else float(self.tail_exponent)
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_override(key: str, default: object, value: object) -> None:
+    """Refuse an override whose type does not fit its field (that of the default), naming it."""
+    if isinstance(default, tuple):
+        ok = isinstance(value, (list, tuple)) and len(value) == 2 and all(map(_is_int, value))
+        what = "a [min, max] pair of whole numbers"
+    elif isinstance(default, int):
+        ok, what = _is_int(value), "a whole number"
+    elif isinstance(default, float):
+        ok = (_is_int(value) or isinstance(value, float)) and math.isfinite(value)  # type: ignore[arg-type]
+        what = "a finite number"
+    else:
+        ok, what = True, ""
+    if not ok:
+        raise IAAError(f"{key} must be {what}, not {value!r}")
 
 
 def class_name(family: int, class_id: int) -> str:
