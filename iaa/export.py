@@ -20,7 +20,14 @@ from iaa.benchmarks import get_benchmark
 from iaa.data.decoded_cache import default_cache_dir
 from iaa.data.sources import FeatureSource, ImageOptions, ImageSource, embed_all, place_model
 from iaa.errors import IAAError
-from iaa.io import read_embeddings, read_manifest, require_file, write_embeddings
+from iaa.io import (
+    embedding_splits,
+    read_embeddings,
+    read_manifest,
+    require_file,
+    require_splits,
+    write_embeddings,
+)
 from iaa.models.embedder import EmbeddingModel, load_model, read_checkpoint
 from iaa.provenance import Provenance, provenance_from_checkpoint
 
@@ -68,6 +75,7 @@ def export_stage(
         if features is None:
             raise IAAError(f"{model_path} is an embedding head: export needs --features")
         in_dim = model.config.get("in_dim")  # features of another dimension are refused on reading
+        require_splits(embedding_splits(features), splits, f"features file {features}")
         source = FeatureSource(read_embeddings(features, splits=list(splits), dim=in_dim))
     else:
         if manifest is None:
@@ -76,7 +84,9 @@ def export_stage(
         opts = ImageOptions(
             image_size, resize, workers=workers, square=square, interpolation=interpolation, cache_dir=cache
         )
-        source = ImageSource(read_manifest(manifest), tuple(splits), opts)
+        table = read_manifest(manifest)
+        require_splits(table.frame["split"], splits, f"manifest {manifest}")
+        source = ImageSource(table, tuple(splits), opts)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     emb = _embed(model, source, batch_size, device)
     write_embeddings(

@@ -15,7 +15,7 @@ from iaa.benchmarks import get_benchmark
 from iaa.data.decoded_cache import default_cache_dir
 from iaa.data.sources import ImageOptions, ImageSource, embed_all, place_model
 from iaa.errors import IAAError
-from iaa.io import read_manifest, write_embeddings
+from iaa.io import read_manifest, require_splits, write_embeddings
 from iaa.models.backbone import backbone_options, build_backbone, load_backbone
 
 log = logging.getLogger(__name__)
@@ -55,6 +55,8 @@ def extract_stage(
             raise IAAError("extract needs --benchmark, or --arch and --splits")
         bench = get_benchmark(benchmark)
         arch, splits = arch or bench.arch, splits or bench.embed_splits
+    manifest = read_manifest(manifest_path)  # before any weights are loaded: a bad split fails fast
+    require_splits(manifest.frame["split"], splits, f"manifest {manifest_path}")
     if backbone_path is not None:
         backbone, name, _ = load_backbone(str(backbone_path))
     else:
@@ -63,7 +65,6 @@ def extract_stage(
         backbone = build_backbone(
             name, pretrained=True, weights=weights, allow_download=allow_download, **options
         )
-    manifest = read_manifest(manifest_path)
     cache = default_cache_dir(manifest_path)
     opts = ImageOptions(
         image_size, resize, workers=workers, square=square, interpolation=interpolation, cache_dir=cache

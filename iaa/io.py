@@ -15,7 +15,7 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -198,6 +198,16 @@ def require_file(path: str | os.PathLike[str], what: str) -> Path:
     if not p.is_file():
         raise IAAError(f"{what} not found: {p}")
     return p
+
+
+def require_splits(present: Iterable[str], wanted: Iterable[str], source: str) -> None:
+    """Refuse (IAAError, one line) a split asked for by name that ``source`` has no rows of:
+    a misspelt ``--splits`` would otherwise be dropped without a word."""
+    have = sorted({str(s) for s in present})
+    missing = [s for s in dict.fromkeys(wanted) if s not in have]
+    if missing:
+        named = ", ".join(map(repr, missing))
+        raise IAAError(f"{source} has no rows of split(s) {named} (its splits: {', '.join(have)})")
 
 
 def require_parquet(path: str | os.PathLike[str], what: str) -> Path:

@@ -16,6 +16,7 @@ from iaa.io import (
     read_embeddings,
     read_manifest,
     remove_leftovers,
+    require_splits,
     write_embeddings,
     write_manifest,
 )
@@ -132,3 +133,11 @@ def test_atomic_outputs_get_the_usual_mode_not_mkstemps_private_one(tmp_path):
     os.umask(umask)
     assert stat.S_IMODE((tmp_path / "out.txt").stat().st_mode) == 0o666 & ~umask
     assert stat.S_IMODE(plain.stat().st_mode) == 0o666 & ~umask
+
+
+def test_a_split_asked_for_by_name_must_have_rows():
+    require_splits(["train", "test", "test"], ["test", "train"], "manifest m.parquet")
+    with pytest.raises(
+        IAAError, match=r"^manifest m.parquet has no rows of split\(s\) 'bogus' \(its splits: test, train\)$"
+    ):
+        require_splits(["train", "test"], ["test", "bogus", "bogus"], "manifest m.parquet")
