@@ -20,9 +20,9 @@ from typing import Any
 import torch
 
 from iaa import preemption, safe_load
+from iaa.atomic import atomic_path
 from iaa.config import TrainSettings, to_dict
 from iaa.errors import IAAError
-from iaa.io import atomic_path
 
 log = logging.getLogger(__name__)
 

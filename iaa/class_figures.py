@@ -115,7 +115,7 @@ def _write_csv(out_csv: PathLike, columns: Sequence[str], rows: Sequence[Sequenc
     """CSV with a header; floats written with repr (round-trips exactly)."""
     import csv
 
-    from iaa.io import atomic_path
+    from iaa.atomic import atomic_path
 
     with atomic_path(out_csv) as tmp, open(tmp, "w", newline="") as fh:
         writer = csv.writer(fh)
@@ -133,7 +133,7 @@ def _new_figure(size: tuple[float, float] = (6.0, 4.5)) -> Figure:
 
 
 def _save_png(fig: Figure, out_png: PathLike) -> None:
-    from iaa.io import atomic_path
+    from iaa.atomic import atomic_path
 
     fig.tight_layout()
     with atomic_path(out_png) as tmp:

@@ -23,9 +23,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from iaa.atomic import atomic_path
 from iaa.compare_ablations import ABLATION_KIND, ablation_lines, format_ablations, read_ablation_tables
 from iaa.errors import IAAError
-from iaa.io import atomic_path
 from iaa.paper import TABLE_TITLES, paper_numbers
 from iaa.provenance import SELECTION_LABELS, SELECTION_RULES, MetricsRecord, read_metrics
 from iaa.runs import parse_run

@@ -19,8 +19,8 @@ import logging
 from collections.abc import Callable
 from pathlib import Path
 
+from iaa.atomic import exclusive_writer
 from iaa.cli_args import nonnegative_int, positive_int
-from iaa.io import exclusive_writer
 from iaa.preemption import clean_up_on_sigterm
 
 log = logging.getLogger(__name__)

@@ -17,8 +17,9 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
+from iaa.atomic import atomic_path
 from iaa.errors import IAAError
-from iaa.io import EmbeddingTable, atomic_path, read_embeddings
+from iaa.io import EmbeddingTable, read_embeddings
 
 PathLike = str | os.PathLike[str]
 

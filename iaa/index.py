@@ -26,15 +26,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from iaa.atomic import atomic_path
 from iaa.errors import IAAError
-from iaa.io import (
-    EmbeddingTable,
-    atomic_path,
-    embedding_splits,
-    read_embeddings,
-    require_file,
-    require_parquet,
-)
+from iaa.io import EmbeddingTable, embedding_splits, read_embeddings, require_file, require_parquet
 
 IndexKind = Literal["flat", "ivf", "hnsw"]
 INDEX_KINDS: tuple[str, ...] = ("flat", "ivf", "hnsw")

@@ -3,7 +3,7 @@
 Batch schedulers stop a job with SIGTERM and, after a grace period (SLURM's KillWait, 30 s
 by default), SIGKILL. Nothing needs saving on SIGTERM: ``train`` checkpoints every epoch,
 each checkpoint is written under a temporary name and renamed into place when complete
-(:func:`iaa.io.atomic_path`), and resuming restores every random number generator, so a
+(:func:`iaa.atomic.atomic_path`), and resuming restores every random number generator, so a
 rerun after a kill at any point redoes at most the epoch in progress and ends bit-identical
 to an uninterrupted run (``tests/test_preemption.py``).
 
@@ -18,7 +18,7 @@ removed by :func:`remove_stale_temporaries` when the run restarts.
 Every other stage resumes nothing but may write a temporary folder or file beside its output:
 :func:`iaa.cli.main` runs each under :func:`clean_up_on_sigterm` (train's own handler, inside,
 wins). SIGTERM unwinds them like Ctrl-C, so their temporaries are removed; what a SIGKILL
-leaves is removed by the next run writing the same output (:func:`iaa.io.remove_leftovers`;
+leaves is removed by the next run writing the same output (:func:`iaa.atomic.remove_leftovers`;
 ``decode``'s store and ``prepare``'s resized cache call it).
 
 The checkpoint directory is deliberately not a declared Snakemake output (the ``train``
@@ -75,7 +75,7 @@ def newest_checkpoint(checkpoint_dir: Path | None) -> Path | None:
 def remove_stale_temporaries(checkpoint_dir: Path, *outputs: Path) -> list[Path]:
     """Delete temporary files a killed run left behind; return them.
 
-    :func:`iaa.io.atomic_path` writes ``path`` as ``.<name>.<random>.tmp`` beside it; one
+    :func:`iaa.atomic.atomic_path` writes ``path`` as ``.<name>.<random>.tmp`` beside it; one
     that still exists when a run starts belongs to a write that was killed (one run owns its
     checkpoint directory and outputs, so no live writer is affected).
     """

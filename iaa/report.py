@@ -18,8 +18,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from iaa.atomic import atomic_path
 from iaa.errors import IAAError  # noqa: E402
-from iaa.io import atomic_path, read_json  # noqa: E402
+from iaa.io import read_json  # noqa: E402
 from iaa.provenance import EPOCH_KINDS, SELECTION_RULES, MetricsRecord, describe, read_metrics  # noqa: E402
 from iaa.runs import LOSS_TITLES, parse_run, table_rows  # noqa: E402
 from iaa.seed_stats import mean_std  # noqa: E402

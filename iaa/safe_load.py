@@ -58,7 +58,7 @@ def plain(value: Any) -> Any:
 
 
 def save(payload: dict[str, Any], path: str | os.PathLike[str]) -> None:
-    """``torch.save`` of ``plain(payload)`` (write it under :func:`iaa.io.atomic_path`)."""
+    """``torch.save`` of ``plain(payload)`` (write it under :func:`iaa.atomic.atomic_path`)."""
     torch.save(plain(payload), path)
 
 

@@ -23,6 +23,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from iaa.atomic import atomic_path
 from iaa.errors import IAAError
 from iaa.index import (
     faiss_threads,
@@ -33,7 +34,7 @@ from iaa.index import (
     read_index_ids,
     read_split,
 )
-from iaa.io import atomic_path, embedding_splits
+from iaa.io import embedding_splits
 
 NEIGHBOUR_COLUMNS = (
     "query_path",

@@ -26,9 +26,9 @@ import torch
 import torch.nn.functional as F
 
 from iaa import safe_load
+from iaa.atomic import atomic_path
 from iaa.data.sources import FeatureSource, ImageSource, embed_all
 from iaa.errors import IAAError
-from iaa.io import atomic_path
 
 log = logging.getLogger(__name__)
 

@@ -22,8 +22,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
+from iaa.atomic import atomic_path
 from iaa.errors import IAAError
-from iaa.io import atomic_path, read_embeddings, write_json
+from iaa.io import read_embeddings, write_json
 from iaa.method import ClassStatistics, neighbor_correction
 
 log = logging.getLogger(__name__)

@@ -37,13 +37,13 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from iaa import checkpoints, preemption
+from iaa.atomic import atomic_path
 from iaa.config import TrainSettings, check_train_settings, to_dict
 from iaa.data.images import contiguous_labels
 from iaa.data.sampler import build_sampler
 from iaa.data.sources import model_forward, place_model
 from iaa.errors import IAAError, TrainingDivergedError
 from iaa.estimation import global_estimation, is_estimation_epoch, use_correction
-from iaa.io import atomic_path
 from iaa.losses import LOSSES, MiningTally, baseline_call, build_loss, iaa_call
 from iaa.method import ClassStatistics, lambda_schedule, synthesize
 from iaa.models.backbone import freeze_batchnorm

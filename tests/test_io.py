@@ -8,14 +8,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from iaa.atomic import atomic_path, exclusive_writer, remove_leftovers
 from iaa.errors import IAAError
 from iaa.io import (
-    atomic_path,
     embedding_splits,
-    exclusive_writer,
     read_embeddings,
     read_manifest,
-    remove_leftovers,
     require_splits,
     write_embeddings,
     write_manifest,

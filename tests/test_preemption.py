@@ -242,7 +242,7 @@ def test_the_resized_cache_removes_only_its_own_leftovers(tmp_path, caplog):
 
 
 # `python -c HELD_WRITE <iaa arguments>`: iaa's own main(), with the rename that completes the
-# atomic write (iaa.io.atomic_path) of the output named $HELD_OUTPUT held until the test signals.
+# atomic write (iaa.atomic.atomic_path) of the output named $HELD_OUTPUT held until the test signals.
 HELD_WRITE = """
 import os, sys, time
 from iaa.cli import main

@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from iaa.ablations.tables import add_spec_argument, parse_spec, read_value
+from iaa.atomic import atomic_path
 from iaa.errors import IAAError
-from iaa.io import atomic_path
 from iaa.seed_stats import mean_std
 
 

@@ -16,8 +16,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from iaa.atomic import atomic_path
 from iaa.errors import IAAError
-from iaa.io import atomic_path
 from iaa.seed_stats import mean_std
 
 CSV_COLUMNS = ("table", "benchmark", "row", "column", "mean", "std", "seeds", "paper", "diff")

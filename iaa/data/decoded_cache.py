@@ -16,7 +16,7 @@ A file that fails to load, or holds an array of the wrong shape or dtype, is nev
 is logged as a warning, the images are decoded again and the file rewritten.
 
 Concurrency: jobs run in parallel (Snakemake, a cluster) and may want the same key at
-once. Writes go through :func:`iaa.io.atomic_path` (a temporary file in the same folder,
+once. Writes go through :func:`iaa.atomic.atomic_path` (a temporary file in the same folder,
 renamed onto ``<key>.npy`` when complete), so a reader sees either no file or a complete
 one, never a partial write; two writers of one key write the same bytes and the last rename
 wins, which is harmless. On top of that, a job that misses takes an exclusive ``flock`` on
@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 import PIL
 
-from iaa.io import atomic_path
+from iaa.atomic import atomic_path
 
 try:  # POSIX only; elsewhere concurrent misses just decode in parallel
     import fcntl

@@ -27,6 +27,7 @@ import PIL
 from PIL import Image
 from tqdm import tqdm
 
+from iaa.atomic import exclusive_writer, remove_leftovers, usual_mode
 from iaa.data.decoded_store import (
     DISK_MARGIN,
     FORMAT_VERSION,
@@ -40,7 +41,7 @@ from iaa.data.decoded_store import (
 )
 from iaa.data.images import load_rgb, pil_filter, squash_image
 from iaa.errors import IAAError
-from iaa.io import exclusive_writer, read_manifest, remove_leftovers, require_file, usual_mode
+from iaa.io import read_manifest, require_file
 
 log = logging.getLogger(__name__)
 

@@ -172,7 +172,7 @@ def freeze_batchnorm(module: nn.Module) -> None:
 
 def save_backbone(path: str, backbone: nn.Module, name: str, kwargs: dict[str, Any], **extra: Any) -> None:
     from iaa import safe_load
-    from iaa.io import atomic_path
+    from iaa.atomic import atomic_path
 
     payload = {"backbone": name, "backbone_kwargs": kwargs, "state_dict": backbone.state_dict(), **extra}
     with atomic_path(path) as tmp:

@@ -27,8 +27,9 @@ import torch
 from torch import nn
 
 from iaa import safe_load
+from iaa.atomic import atomic_path
 from iaa.errors import IAAError
-from iaa.io import atomic_path, require_file
+from iaa.io import require_file
 from iaa.models.backbone import architecture_kwargs, build_backbone
 from iaa.models.inputs import InputSpec, input_spec
 

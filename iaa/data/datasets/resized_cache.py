@@ -24,9 +24,10 @@ from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
+from iaa.atomic import exclusive_writer, remove_leftovers, usual_mode
 from iaa.data.datasets.image_checks import _MISSING, WIDE_MODES, _map_chunked, _one_line, to_rgb
 from iaa.errors import IAAError
-from iaa.io import exclusive_writer, remove_leftovers, usual_mode, write_json
+from iaa.io import write_json
 from iaa.preemption import clean_up_on_sigterm
 
 log = logging.getLogger(__name__)

@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
+from iaa.atomic import usual_mode
 from iaa.data.synth.families import _F, _Class, _Family
 from iaa.data.synth.shapes import KINDS, _rot
-from iaa.io import usual_mode
 
 
 def _colour(rgb: np.ndarray) -> tuple[int, int, int]:
