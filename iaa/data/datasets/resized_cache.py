@@ -15,16 +15,14 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
-from iaa.atomic import exclusive_writer, remove_leftovers, usual_mode
+from iaa.atomic import atomic_path, exclusive_writer, remove_leftovers
 from iaa.data.datasets.image_checks import _MISSING, WIDE_MODES, _map_chunked, _one_line, to_rgb
 from iaa.errors import IAAError
 from iaa.io import write_json
@@ -42,18 +40,9 @@ def _save_format(path: Path) -> str:
 
 
 def _write_atomic(dst: Path, write: Callable[[Path], None]) -> None:
-    """Write under a temporary name beside ``dst``, rename on success: no half-written cache files."""
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        usual_mode(tmp)
+    """``write`` under a temporary name beside ``dst``, renamed on success: no half-written cache files."""
+    with atomic_path(dst) as tmp:
         write(tmp)
-        os.replace(tmp, dst)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def _cache_one(src: Path, dst: Path, size: int, resample: Image.Resampling) -> str | None:
